@@ -1,0 +1,1 @@
+"""The paper's baselines and compared methods."""

@@ -1,0 +1,1 @@
+"""Data sources: patch triplets, one-class datasets, MVTec AD layout, synthetic sets."""

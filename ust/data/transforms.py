@@ -1,0 +1,42 @@
+"""Image conventions shared by every network input: float images in [0, 1], 3 channels, then ImageNet
+mean/std normalisation (register A8/A10: the teacher, students and ResNet-18 all see normalised input).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_three_channels(x: torch.Tensor) -> torch.Tensor:
+    """Replicate a grayscale batch (B, 1, H, W) to (B, 3, H, W); 3-channel input is returned as is."""
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected (B, 1, H, W) or (B, 3, H, W) images, got {tuple(x.shape)}")
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) images in [0, 1] → ImageNet-normalised tensor of the same shape."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased when shrinking) zoom of (B, C, H, W) to ``size`` (register §3.2)."""
+    if isinstance(size, int):
+        size = (size, size)
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def prepare(x: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """[0, 1] images of 1 or 3 channels → resized, 3-channel, ImageNet-normalised network input."""
+    x = to_three_channels(x.float())
+    if size is not None:
+        x = resize(x, size)
+    return imagenet_normalize(x)
