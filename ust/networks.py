@@ -33,25 +33,45 @@ ARCHITECTURES: dict[int, dict[str, list[tuple]]] = {
     33: {
         # A2: 5×5 Conv1 matches the printed output sizes 29, 14, 10, 5, 4, 1 (effective RF 32).
         "default": [
-            ("conv", 128, 5), ("pool", 2), ("conv", 256, 5), ("pool", 2),
-            ("conv", 256, 2), ("conv", _D, 4),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 256, 5),
+            ("pool", 2),
+            ("conv", 256, 2),
+            ("conv", _D, 4),
         ],
         # As printed: 3×3 Conv1 (effective RF 30).
         "conv1_3x3": [
-            ("conv", 128, 3), ("pool", 2), ("conv", 256, 5), ("pool", 2),
-            ("conv", 256, 2), ("conv", _D, 4),
+            ("conv", 128, 3),
+            ("pool", 2),
+            ("conv", 256, 5),
+            ("pool", 2),
+            ("conv", 256, 2),
+            ("conv", _D, 4),
         ],
     },
     65: {
         # A3: the thesis (Table 5.1) variant: 128 channels up to Conv3, Conv5 1×1 (effective RF 60).
         "default": [
-            ("conv", 128, 5), ("pool", 2), ("conv", 128, 5), ("pool", 2),
-            ("conv", 128, 5), ("pool", 2), ("conv", 256, 4), ("conv", _D, 1),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 256, 4),
+            ("conv", _D, 1),
         ],
         # Third-party variant with Conv3 → 256 channels (the paper's channel jump moved to Conv3).
         "conv3_256": [
-            ("conv", 128, 5), ("pool", 2), ("conv", 128, 5), ("pool", 2),
-            ("conv", 256, 5), ("pool", 2), ("conv", 256, 4), ("conv", _D, 1),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 128, 5),
+            ("pool", 2),
+            ("conv", 256, 5),
+            ("pool", 2),
+            ("conv", 256, 4),
+            ("conv", _D, 1),
         ],
     },
 }

@@ -1,0 +1,365 @@
+"""Student ensembles (SPEC §3): M independently initialised copies of the teacher's architecture that
+regress the teacher's d-dimensional descriptors, normalised per dimension by their mean and std over
+all training pixels.
+
+The same code serves dense maps (whole images through :func:`ust.networks.dense_net`) and the
+one-vector-per-image mode of the MNIST/CIFAR experiments (images zoomed to p × p, H = W = 1).
+Every method takes images in [0, 1] with 1 or 3 channels; ImageNet normalisation happens here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ust.data.transforms import imagenet_normalize, to_three_channels
+from ust.networks import DenseNet, NetConfig, PatchNet, dense_net
+from ust.scoring import (
+    RunningMoments,
+    ScoreStats,
+    fit_score_stats,
+    normalized_score,
+    predictive_variance,
+    regression_error,
+)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (independent streams for students, splits, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def make_students(teacher: PatchNet | NetConfig, m: int, *, seed: int = 0) -> nn.ModuleList:
+    """M freshly initialised students with the teacher's architecture and no decoder.
+
+    Student i is initialised from ``derive_seed(seed, i)``, so ensembles are reproducible and no two
+    students (nor a student and the teacher) share a module or a parameter.
+    """
+    if m < 1:
+        raise ValueError(f"an ensemble needs at least one student, got M={m}")
+    config = teacher.config if isinstance(teacher, PatchNet) else teacher
+    config = replace(config, with_decoder=False)
+    students = []
+    for i in range(m):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, i))
+            students.append(PatchNet(config))
+    return nn.ModuleList(students)
+
+
+class StudentTeacher(nn.Module):
+    """A frozen teacher, its descriptor statistics (μ, σ) and an ensemble of students.
+
+    ``dense=True``: images (B, C, H, W) of any size give maps (B, d, H, W).
+    ``dense=False``: images must be (B, C, p, p) and give (B, d, 1, 1) (one vector per image).
+    """
+
+    def __init__(self, teacher: PatchNet, students: nn.ModuleList, *, dense: bool = True):
+        super().__init__()
+        if teacher.decoder is not None:
+            # The decoder is only used for distillation; keep the scoring model lean.
+            teacher = _strip_decoder(teacher)
+        for s in students:
+            if s.config.p != teacher.config.p or s.config.d != teacher.config.d:
+                raise ValueError(
+                    f"student (p={s.config.p}, d={s.config.d}) does not match the teacher "
+                    f"(p={teacher.config.p}, d={teacher.config.d})"
+                )
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.students = students
+        self.dense = dense
+        d = teacher.config.d
+        self.register_buffer("target_mean", torch.zeros(d))
+        self.register_buffer("target_std", torch.ones(d))
+        # Plain attributes (not submodules): the dense wrappers share the patch networks' parameters
+        # and must not appear a second time in state_dict().
+        object.__setattr__(self, "_t", dense_net(self.teacher) if dense else None)
+        object.__setattr__(self, "_s", [dense_net(s) for s in students] if dense else None)
+
+    @property
+    def p(self) -> int:
+        return self.teacher.config.p
+
+    @property
+    def m(self) -> int:
+        return len(self.students)
+
+    def train(self, mode: bool = True) -> StudentTeacher:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is frozen, always
+        return self
+
+    def _prep(self, images: torch.Tensor) -> torch.Tensor:
+        x = imagenet_normalize(to_three_channels(images.float()))
+        if not self.dense and x.shape[-2:] != (self.p, self.p):
+            raise ValueError(
+                f"vector mode expects images zoomed to {self.p}×{self.p}, got "
+                f"{tuple(x.shape[-2:])}; resize them first (ust.data.transforms.resize)"
+            )
+        return x
+
+    def _run(self, net: PatchNet, dense: DenseNet | None, x: torch.Tensor) -> torch.Tensor:
+        return dense(x) if dense is not None else net(x)[:, :, None, None]
+
+    def teacher_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw teacher descriptors y^T: (B, C, H, W) in [0, 1] → (B, d, H, W)."""
+        with torch.no_grad():
+            return self._run(self.teacher, self._t, self._prep(images))
+
+    def targets(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised targets (y^T − μ)/σ: (B, C, H, W) → (B, d, H, W)."""
+        return self.normalize_features(self.teacher_features(images))
+
+    def normalize_features(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.target_mean[:, None, None]) / self.target_std[:, None, None]
+
+    def student_prediction(self, i: int, images: torch.Tensor) -> torch.Tensor:
+        """Prediction of student i: (B, C, H, W) → (B, d, H, W), with gradients."""
+        dense = self._s[i] if self._s is not None else None
+        return self._run(self.students[i], dense, self._prep(images))
+
+    def predictions(self, images: torch.Tensor) -> torch.Tensor:
+        """All students: (B, C, H, W) → (M, B, d, H, W)."""
+        x = self._prep(images)
+        dense = self._s or [None] * self.m
+        return torch.stack([self._run(s, ds, x) for s, ds in zip(self.students, dense)])
+
+    def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Regression error e and predictive variance v, each (B, H, W)."""
+        with torch.no_grad():
+            preds = self.predictions(images)
+            return regression_error(preds, self.targets(images)), predictive_variance(preds)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.raw_scores(images)
+
+
+def _strip_decoder(teacher: PatchNet) -> PatchNet:
+    net = PatchNet(replace(teacher.config, with_decoder=False))
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("decoder.")}
+    net.load_state_dict(state)
+    return net.to(next(teacher.parameters()).device)
+
+
+def _batches(n: int, batch_size: int, order: torch.Tensor | None = None):
+    idx = order if order is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield idx[start : start + batch_size]
+
+
+def fit_target_statistics(
+    model: StudentTeacher, images: torch.Tensor, *, batch_size: int = 8, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (d,) of the teacher's descriptors over all pixels of ``images``
+    (N, C, H, W) in [0, 1]; stores them in the model and returns them (SPEC §3.1, register A12)."""
+    if len(images) == 0:
+        raise ValueError("no training images: descriptor statistics need at least one image")
+    device = model.target_mean.device
+    moments = RunningMoments(dim=1)
+    for idx in tqdm(
+        list(_batches(len(images), batch_size)), desc="teacher stats", disable=not progress
+    ):
+        moments.update(model.teacher_features(images[idx].to(device)))
+    mean, std = moments.mean.float(), moments.std.float().clamp_min(1e-6)
+    model.target_mean.copy_(mean)
+    model.target_std.copy_(std)
+    return mean.cpu(), std.cpu()
+
+
+def student_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over images and positions of ‖μ^S − ỹ‖² (SPEC §3.1): (B, d, H, W) × 2 → scalar."""
+    return (prediction - target).pow(2).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class StudentTrainingConfig:
+    """Optimisation of the students (MVTec: 100 epochs, batch 1, Adam 1e-4, weight decay 1e-5)."""
+
+    epochs: int = 100
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    seed: int = 0
+    # Cache the normalised training targets when they fit in this many bytes (else recompute them).
+    cache_bytes: int = 2 * 1024**3
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train_students(
+    model: StudentTeacher,
+    images: torch.Tensor,
+    config: StudentTrainingConfig = StudentTrainingConfig(),
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, list[float]], None] | None = None,
+) -> list[list[float]]:
+    """Train every student of ``model`` on ``images`` (N, C, H, W) in [0, 1]; returns the mean loss
+    per epoch for each student (M lists). ``fit_target_statistics`` must have been called.
+
+    Students are trained independently: each has its own Adam optimiser and its own data order
+    (seeded from ``config.seed`` and its index). With ``checkpoint`` the state after every epoch is
+    written atomically and a later call resumes from it, giving the same weights as an uninterrupted
+    run on CPU.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("no training images for the students")
+    device = model.target_mean.device
+    opts = [
+        torch.optim.Adam(s.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        for s in model.students
+    ]
+    gens = [
+        torch.Generator().manual_seed(derive_seed(config.seed, 1000 + i)) for i in range(model.m)
+    ]
+    history: list[list[float]] = [[] for _ in range(model.m)]
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["config"] != asdict(config) or state["m"] != model.m:
+            raise ValueError(
+                f"checkpoint {ckpt} was written with a different configuration "
+                f"({state['config']}, M={state['m']}); delete it to start afresh"
+            )
+        model.students.load_state_dict(state["students"])
+        for opt, s in zip(opts, state["optimizers"]):
+            opt.load_state_dict(s)
+        for g, s in zip(gens, state["generators"]):
+            g.set_state(s)
+        history, start = state["history"], state["epoch"]
+
+    shape = (
+        (n, model.teacher.config.d, *images.shape[-2:])
+        if model.dense
+        else (n, model.teacher.config.d, 1, 1)
+    )
+    cached = None
+    if int(np.prod(shape)) * 4 <= config.cache_bytes:
+        cached = torch.empty(shape, device=device)
+        with torch.no_grad():
+            for idx in _batches(n, 16):
+                cached[idx] = model.targets(images[idx].to(device))
+
+    model.train()
+    bar = tqdm(
+        range(start, config.epochs),
+        desc=f"students p={model.p}",
+        disable=not progress,
+        initial=start,
+        total=config.epochs,
+    )
+    for epoch in bar:
+        epoch_losses = []
+        for i in range(model.m):
+            order = torch.randperm(n, generator=gens[i])
+            total, count = 0.0, 0
+            for idx in _batches(n, config.batch_size, order):
+                x = images[idx].to(device)
+                target = cached[idx.to(device)] if cached is not None else model.targets(x)
+                loss = student_loss(model.student_prediction(i, x), target)
+                opts[i].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[i].step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            history[i].append(total / count)
+            epoch_losses.append(total / count)
+        bar.set_postfix(loss=f"{np.mean(epoch_losses):.4f}")
+        if ckpt is not None:
+            _atomic_save(
+                {
+                    "epoch": epoch + 1,
+                    "config": asdict(config),
+                    "m": model.m,
+                    "students": model.students.state_dict(),
+                    "optimizers": [o.state_dict() for o in opts],
+                    "generators": [g.get_state() for g in gens],
+                    "history": history,
+                },
+                ckpt,
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_losses)
+    model.eval()
+    return history
+
+
+def fit_validation_stats(
+    model: StudentTeacher, images: torch.Tensor, *, batch_size: int = 8
+) -> ScoreStats:
+    """e/v statistics over all pixels of anomaly-free validation ``images`` (SPEC §4.2-4.3)."""
+    device = model.target_mean.device
+    model.eval()
+    return fit_score_stats(
+        model.raw_scores(images[idx].to(device)) for idx in _batches(len(images), batch_size)
+    )
+
+
+def anomaly_scores(
+    model: StudentTeacher,
+    images: torch.Tensor,
+    stats: ScoreStats,
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Normalised scores ẽ + ṽ for ``images`` (N, C, H, W) → (N, H, W) on the CPU."""
+    device = model.target_mean.device
+    model.eval()
+    out = []
+    for idx in tqdm(list(_batches(len(images), batch_size)), desc="scoring", disable=not progress):
+        e, v = model.raw_scores(images[idx].to(device))
+        out.append(normalized_score(e, v, stats).cpu())
+    return torch.cat(out)
+
+
+def save_ensemble(model: StudentTeacher, path: str | os.PathLike, **extra) -> None:
+    """Write teacher, students, target statistics and ``extra`` metadata to one file, atomically."""
+    _atomic_save(
+        {
+            "teacher_config": asdict(model.teacher.config),
+            "teacher": model.teacher.state_dict(),
+            "students": model.students.state_dict(),
+            "m": model.m,
+            "dense": model.dense,
+            "target_mean": model.target_mean.cpu(),
+            "target_std": model.target_std.cpu(),
+            **extra,
+        },
+        Path(path),
+    )
+
+
+def load_ensemble(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[StudentTeacher, dict]:
+    """Inverse of :func:`save_ensemble`; returns the model and the stored metadata dict."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    teacher = PatchNet(NetConfig(**state["teacher_config"]))
+    teacher.load_state_dict(state["teacher"])
+    model = StudentTeacher(teacher, make_students(teacher, state["m"]), dense=state["dense"])
+    model.students.load_state_dict(state["students"])
+    model.target_mean.copy_(state["target_mean"])
+    model.target_std.copy_(state["target_std"])
+    return model.to(device).eval(), state
