@@ -7,6 +7,7 @@ fallback to random weights: a missing file raises :class:`FileNotFoundError` nam
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -90,7 +91,9 @@ class DistillationTarget(nn.Module):
         if model is None:
             model = load_resnet18(weights_path, allow_download=allow_download)
         elif getattr(model, "fc", None) is not None and not isinstance(model.fc, nn.Identity):
-            model.fc = nn.Identity()  # we want the 512-d avgpool output, not the 1000 logits
+            # The 512-d avgpool output, not the 1000 logits; a copy so the caller's model is intact.
+            model = copy.deepcopy(model)
+            model.fc = nn.Identity()
         if input_size is not None and input_size < 1:
             raise ValueError(f"input_size must be a positive int or None, got {input_size}")
         self.model = model.eval()

@@ -1,0 +1,54 @@
+"""`ust teacher` command line."""
+
+import json
+
+import pytest
+import torch
+
+from ust.cli import build_parser, main
+from ust.networks import dense_net
+from ust.teacher import load_teacher
+
+OPTIONS = (
+    "--images", "--patch-size", "--out", "--iterations", "--batch-size", "--lr", "--weight-decay",
+    "--lambda-k", "--lambda-m", "--lambda-c", "--margin", "--decorrelation", "--resnet-weights",
+    "--allow-download", "--resnet-input-size", "--device", "--bf16", "--tf32", "--seed",
+    "--num-workers", "--checkpoint-every", "--log-every", "--eval-triplets", "--no-resume",
+    "--no-progress",
+)  # fmt: skip
+
+
+def test_teacher_command_writes_loadable_file(tmp_path, capsys):
+    out = tmp_path / "t.pt"
+    argv = ["teacher", "--images", "embedded", "--patch-size", "17", "--iterations", "2"]
+    argv += ["--batch-size", "4", "--lambda-k", "0", "--lambda-m", "1", "--lambda-c", "1"]
+    argv += ["--out", str(out), "--device", "cpu", "--eval-triplets", "8", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["device"] == "cpu"
+    net = load_teacher(out)
+    assert net.config.p == 17 and dense_net(net)(torch.rand(1, 3, 9, 9)).shape == (1, 128, 9, 9)
+    blob = torch.load(out, weights_only=False)
+    assert blob["loss_config"]["lambda_k"] == 0 and blob["loss_config"]["decorrelation_normalized"]
+
+
+def test_teacher_help_mentions_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teacher", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in OPTIONS:
+        assert option in text, option
+    assert "teacher" in build_parser().format_help()
+
+
+def test_teacher_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    argv = ["teacher", "--patch-size", "17", "--iterations", "1", "--batch-size", "4"]
+    assert main(argv + ["--lambda-k", "1", "--out", str(tmp_path / "t.pt")]) == 2
+    assert "resnet18-f37072fd.pth" in capsys.readouterr().err and not (tmp_path / "t.pt").exists()
+    assert main(argv + ["--images", str(tmp_path / "none"), "--lambda-k", "0", "--lambda-m", "1",
+                        "--out", str(tmp_path / "t.pt")]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["teacher", "--out", "x.pt", "--lambda-k", "-1"])

@@ -1,0 +1,162 @@
+"""Teacher pretraining: loss configurations, files, exact resume, missing ResNet weights."""
+
+import csv
+
+import pytest
+import torch
+import torchvision
+
+from ust.distillation import (
+    RESNET18_FILENAME,
+    DistillationTarget,
+    load_resnet18,
+    resnet18_cache_path,
+)
+from ust.networks import dense_net
+from ust.teacher import (
+    TeacherConfig,
+    compute_losses,
+    init_teacher,
+    load_teacher,
+    pretrain,
+    triplet_accuracy,
+)
+
+TINY = {"patch_size": 17, "device": "cpu", "log_every": 1, "eval_triplets": 16}
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    # A locally built, randomly initialised ResNet-18 passed explicitly: tests never need the weights.
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None)
+
+
+@pytest.fixture(scope="module")
+def target(resnet):
+    return DistillationTarget(model=resnet, input_size=None)  # native 17×17: fast on CPU
+
+
+@pytest.fixture(scope="module")
+def fixed_batch():
+    from ust.data.patches import PatchTriplets
+
+    return PatchTriplets("embedded", 17, 32, seed=123).batch(range(32))
+
+
+def _losses(path):
+    with open(path) as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("lambdas", [(1, 0, 1), (1, 1, 1), (0, 1, 1), (1, 0, 0)])
+def test_short_run_lowers_loss_and_writes_loadable_teacher(tmp_path, target, fixed_batch, lambdas):
+    lk, lm, lc = lambdas
+    cfg = TeacherConfig(**TINY, iterations=24, batch_size=8, lambda_k=lk, lambda_m=lm, lambda_c=lc)
+    summary = pretrain(cfg, tmp_path / "t.pt", target=target if lk else None, progress=False)
+    assert summary["steps"] == 24 and summary["iterations_per_s"] > 0
+    assert 0.0 <= summary["triplet_accuracy_final"] <= 1.0
+    # Every step is logged (log_every=1) with the columns DVC plots; unused terms are empty.
+    with open(tmp_path / "t_loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "loss", "loss_k", "loss_m", "loss_c"] and len(rows) == 24
+    assert (rows[0]["loss_m"] == "") == (lm == 0) and (rows[0]["loss_k"] == "") == (lk == 0)
+    # The loss on a fixed batch (no sampling noise) drops from the seeded initial network.
+    before = compute_losses(init_teacher(cfg), target, fixed_batch, cfg)[0].item()
+    net = load_teacher(tmp_path / "t.pt")
+    after = compute_losses(net, target, fixed_batch, cfg)[0].item()
+    assert after < before
+    if lk:  # the distillation term is large at init: the running loss drops clearly too
+        losses = _losses(tmp_path / "t_loss.csv")
+        assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    out = dense_net(net)(torch.rand(1, 3, 20, 23))
+    assert out.shape == (1, 128, 20, 23) and not net.training
+    blob = torch.load(tmp_path / "t.pt", weights_only=False)
+    assert blob["net_config"]["p"] == 17 and blob["loss_config"]["lambda_m"] == lm
+    assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "t.ckpt").is_file()
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path, target):
+    cfg = dict(TINY, batch_size=4, lambda_k=1, lambda_m=1, lambda_c=1, checkpoint_every=2)
+    full = pretrain(
+        TeacherConfig(**cfg, iterations=6), tmp_path / "a" / "t.pt", target=target, progress=False
+    )
+    pretrain(
+        TeacherConfig(**cfg, iterations=3), tmp_path / "b" / "t.pt", target=target, progress=False
+    )
+    resumed = pretrain(
+        TeacherConfig(**cfg, iterations=6), tmp_path / "b" / "t.pt", target=target, progress=False
+    )
+    assert resumed["steps_this_call"] == 3 and resumed["steps"] == 6
+    a = torch.load(tmp_path / "a" / "t.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "t.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["triplet_accuracy_init"] == full["triplet_accuracy_init"]
+    # Changing a setting that alters the result is refused, with a way out.
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        pretrain(
+            TeacherConfig(**cfg, iterations=8, lr=1e-3),
+            tmp_path / "b" / "t.pt",
+            target=target,
+            progress=False,
+        )
+
+
+def test_missing_resnet_weights_raise_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    assert (
+        resnet18_cache_path()
+        == tmp_path / "empty_torch_home" / "hub" / "checkpoints" / RESNET18_FILENAME
+    )
+    out = tmp_path / "run" / "t.pt"
+    cfg = TeacherConfig(**TINY, iterations=2, batch_size=4, lambda_k=1)
+    with pytest.raises(FileNotFoundError, match=f"{RESNET18_FILENAME}.*resnet_weights"):
+        pretrain(cfg, out, progress=False)
+    assert not (tmp_path / "run").exists()
+    cfg.resnet_weights = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        pretrain(cfg, out, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resnet18_loads_from_file_and_hub_cache(tmp_path, monkeypatch, resnet):
+    path = tmp_path / "weights.pth"
+    torch.save(resnet.state_dict(), path)
+    model = load_resnet18(path)
+    assert isinstance(model.fc, torch.nn.Identity)
+    assert torch.equal(model.conv1.weight, resnet.conv1.weight)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    resnet18_cache_path().parent.mkdir(parents=True)
+    resnet18_cache_path().write_bytes(path.read_bytes())
+    assert torch.equal(load_resnet18().layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
+
+
+def test_distillation_target_is_frozen_resized_and_normalised(resnet):
+    import torch.nn.functional as F
+
+    from ust.data.transforms import imagenet_normalize
+
+    target = DistillationTarget(model=resnet)  # default: resize to 224
+    target.train()
+    assert not target.model.training
+    assert all(not p.requires_grad for p in target.parameters())
+    x = torch.rand(2, 3, 17, 17)
+    y = target(x)
+    body = torch.nn.Sequential(*list(resnet.children())[:-1]).eval()  # up to the avgpool
+    expected = body(imagenet_normalize(F.interpolate(x, (224, 224), mode="bilinear"))).flatten(1)
+    assert y.shape == (2, 512) and torch.allclose(y, expected, atol=1e-5)
+    assert isinstance(resnet.fc, torch.nn.Linear)  # the caller's model is not modified
+
+
+def test_triplet_accuracy_counts_strict_wins():
+    class Identity(torch.nn.Module):
+        def forward(self, x):  # descriptor = raw normalised pixels
+            return x.flatten(1)
+
+    net = Identity()
+    net.register_parameter("w", torch.nn.Parameter(torch.zeros(1)))  # so a device can be read
+    a = torch.zeros(4, 3, 2, 2)
+    p = torch.full((4, 3, 2, 2), 0.1)
+    n = torch.tensor([0.5, 0.5, 0.05, 0.1]).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    # d(a,p) = d(a,n) for the last one: a tie is not a win → 2 of 4.
+    assert triplet_accuracy(net, (a, p, n), batch_size=3) == 0.5
