@@ -1,0 +1,262 @@
+"""Figure 4 of the paper (SPEC §8, register A22): MDS embedding of teacher targets and student means.
+
+For ten test images, one per class, the normalised teacher descriptor ỹ = (y^T − μ)/σ and the
+students' mean prediction μ = (1/M) Σ_i S_i(x) are embedded *jointly* into 2-D with metric MDS on
+Euclidean distances (20 points), so that the regression error e = ‖μ − ỹ‖² appears as the squared
+length of the segment joining each pair. A circle of radius ``radius_scale``·√v is drawn around each
+student mean, where v is the predictive variance (Σ over d of the ensemble variance): √v is the
+root-mean-square distance of the individual students from their mean, in the same units as the
+embedding (MDS preserves distances). Green marks the normal class, red the others. The bottom panel is
+the histogram of ẽ + ṽ over the whole test set, split into normal and anomalous images.
+
+MDS: ``sklearn.manifold.MDS(n_components=2, metric_mds=True, metric="euclidean",
+init="classical_mds", random_state=seed)`` — scikit-learn ≥ 1.8 names the metric/non-metric switch
+``metric_mds`` and the dissimilarity ``metric`` (the old ``dissimilarity=``/``metric=True`` spelling
+is deprecated); the classical-MDS initialisation (the 1.10 default) is deterministic and makes
+``n_init`` irrelevant.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from sklearn.manifold import MDS
+
+from ust.data.oneclass import OneClassData, zoom_to_patch
+from ust.networks import PatchNet
+from ust.paths import resolve
+from ust.scoring import ScoreStats
+from ust.students import StudentTeacher, anomaly_scores, fit_validation_stats
+
+__all__ = [
+    "MDSFigureData",
+    "embed_jointly",
+    "ensemble_vectors",
+    "mds_figure",
+    "pick_one_per_class",
+]
+
+NORMAL_COLOR = "tab:green"
+ANOMALY_COLOR = "tab:red"
+
+
+@dataclass
+class MDSFigureData:
+    """What Figure 4 shows (n = number of embedded images, 10 for one per class).
+
+    Attributes:
+        indices: (n,) indices into ``data.test`` of the embedded images.
+        classes: (n,) their classes; ``is_normal`` (n,) bool.
+        embedding: (2n, 2) MDS coordinates, teacher targets first (rows 0..n-1), then student means.
+        teacher_xy, student_xy: (n, 2) views of ``embedding``.
+        e: (n,) regression error ‖μ − ỹ‖² (squared units of the normalised descriptor).
+        v: (n,) predictive variance (same units).
+        radii: (n,) circle radii = radius_scale · √v (embedding units).
+        stress: final MDS stress (sklearn's raw stress).
+        scores: (N_test,) ẽ + ṽ of the whole test set; ``labels`` (N_test,) 1 = anomalous.
+    """
+
+    indices: np.ndarray
+    classes: np.ndarray
+    is_normal: np.ndarray
+    embedding: np.ndarray
+    e: np.ndarray
+    v: np.ndarray
+    radii: np.ndarray
+    stress: float
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def teacher_xy(self) -> np.ndarray:
+        return self.embedding[: len(self.indices)]
+
+    @property
+    def student_xy(self) -> np.ndarray:
+        return self.embedding[len(self.indices) :]
+
+
+def ensemble_vectors(model: StudentTeacher, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Descriptor-level quantities of a trained vector-mode ensemble for a few images.
+
+    Args:
+        model: :class:`StudentTeacher` with ``dense=False`` and fitted μ, σ.
+        images: (n, 1|3, H, W) in [0, 1], zoomed to p × p here.
+
+    Returns:
+        ``targets`` (n, d) normalised teacher descriptors (y^T − μ)/σ, ``predictions`` (M, n, d),
+        ``mean`` (n, d) ensemble mean, ``e`` (n,) ‖mean − target‖², ``v`` (n,) predictive variance
+        (all float64; e and v equal :meth:`StudentTeacher.raw_scores` up to float32 rounding).
+    """
+    if model.dense:
+        raise ValueError("ensemble_vectors expects a vector-mode StudentTeacher (dense=False)")
+    device = model.target_mean.device
+    model.eval()
+    x = zoom_to_patch(images, model.p).to(device)
+    with torch.no_grad():
+        targets = model.targets(x)[..., 0, 0].double().cpu().numpy()
+        preds = model.predictions(x)[..., 0, 0].double().cpu().numpy()
+    mean = preds.mean(0)
+    e = ((mean - targets) ** 2).sum(1)
+    v = ((preds - mean) ** 2).sum(2).mean(0)
+    return {"targets": targets, "predictions": preds, "mean": mean, "e": e, "v": v}
+
+
+def embed_jointly(
+    targets: np.ndarray, means: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Metric MDS of the stacked (n, d) targets and (n, d) means → ((2n, 2) coordinates, stress)."""
+    points = np.concatenate([targets, means]).astype(np.float64)
+    mds = MDS(
+        n_components=2,
+        metric_mds=True,
+        metric="euclidean",
+        init="classical_mds",
+        random_state=seed,
+    )
+    coords = mds.fit_transform(points)
+    return coords, float(mds.stress_)
+
+
+def pick_one_per_class(classes: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
+    """One seeded random index per class present in ``classes`` (N,), in class order → (n_classes,)."""
+    classes = np.asarray(classes)
+    rng = np.random.default_rng(seed)
+    return np.array([rng.choice(np.flatnonzero(classes == c)) for c in np.unique(classes)])
+
+
+def _atomic_savefig(fig: Figure, path: Path, dpi: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mds_figure(
+    teacher: PatchNet | None,
+    students_model: StudentTeacher,
+    data: OneClassData,
+    normal_class: int | None = None,
+    path: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    stats: ScoreStats | None = None,
+    scores: np.ndarray | None = None,
+    radius_scale: float = 1.0,
+    bins: int = 50,
+    dpi: int = 150,
+) -> tuple[Figure, MDSFigureData]:
+    """Draw Figure 4 for a trained vector-mode ensemble; optionally save it (PNG/PDF by suffix).
+
+    Args:
+        teacher: the teacher the ensemble was trained against, or ``None`` to use
+            ``students_model.teacher``; if given, its weights must equal the model's teacher's.
+        students_model: trained :class:`StudentTeacher` (``dense=False``) with μ, σ fitted.
+        data: the one-class task (the paper: MNIST, normal class 0).
+        normal_class: must equal ``data.normal_class`` if given (colours follow the data).
+        path: where to save the figure (atomic write; relative to the repository root), or ``None``.
+        seed: picks the ten test images (one per class) and seeds MDS.
+        stats: validation e/v statistics; fitted on ``data.val`` when ``None``.
+        scores: (N_test,) ẽ + ṽ of ``data.test`` if already computed (e.g. ``run_students()["scores"]``).
+        radius_scale: circle radius = radius_scale · √v.
+
+    Returns:
+        (matplotlib Figure, :class:`MDSFigureData`).
+    """
+    if normal_class is not None and int(normal_class) != data.normal_class:
+        raise ValueError(
+            f"normal_class={normal_class} but the data were loaded for class {data.normal_class}"
+        )
+    if teacher is not None:
+        mine = students_model.teacher.state_dict()
+        theirs = {k: v for k, v in teacher.state_dict().items() if not k.startswith("decoder.")}
+        same = mine.keys() == theirs.keys() and all(
+            torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine
+        )
+        if not same:
+            raise ValueError("`teacher` differs from the teacher inside `students_model`")
+    if stats is None:
+        stats = fit_validation_stats(students_model, zoom_to_patch(data.val, students_model.p))
+    labels = data.test_labels.numpy()
+    if scores is None:
+        test = zoom_to_patch(data.test, students_model.p)
+        scores = anomaly_scores(students_model, test, stats, batch_size=256).reshape(-1).numpy()
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} test images")
+
+    idx = pick_one_per_class(data.test_classes.numpy(), seed)
+    vec = ensemble_vectors(students_model, data.test[torch.from_numpy(idx)])
+    coords, stress = embed_jointly(vec["targets"], vec["mean"], seed)
+    classes = data.test_classes.numpy()[idx]
+    result = MDSFigureData(
+        indices=idx,
+        classes=classes,
+        is_normal=classes == data.normal_class,
+        embedding=coords,
+        e=vec["e"],
+        v=vec["v"],
+        radii=radius_scale * np.sqrt(np.maximum(vec["v"], 0.0)),
+        stress=stress,
+        scores=scores,
+        labels=labels,
+    )
+    fig = _draw(result, data, bins)
+    if path is not None:
+        _atomic_savefig(fig, resolve(path), dpi)
+    return fig, result
+
+
+def _draw(d: MDSFigureData, data: OneClassData, bins: int) -> Figure:
+    fig = Figure(figsize=(6.0, 7.5), layout="constrained")
+    ax, hist = fig.subplots(2, 1, height_ratios=[3, 1])
+    for k in range(len(d.indices)):
+        color = NORMAL_COLOR if d.is_normal[k] else ANOMALY_COLOR
+        (tx, ty), (sx, sy) = d.teacher_xy[k], d.student_xy[k]
+        ax.plot([tx, sx], [ty, sy], color=color, lw=1.0, zorder=1)
+        ax.scatter([tx], [ty], marker="x", color=color, s=40, zorder=3)
+        ax.scatter([sx], [sy], marker="o", color=color, s=25, zorder=3)
+        ax.add_patch(Circle((sx, sy), d.radii[k], fill=False, ec=color, lw=1.0, zorder=2))
+        ax.annotate(
+            data.class_names[d.classes[k]],
+            (tx, ty),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    # Circles are patches: include them in the view limits explicitly.
+    r = d.radii[:, None]
+    lo = min(d.teacher_xy.min(), (d.student_xy - r).min())
+    hi = max(d.teacher_xy.max(), (d.student_xy + r).max())
+    pad = 0.05 * (hi - lo + 1e-12)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    ax.set_title(
+        f"{data.name}: normal class {data.normal_class_name!r}; × teacher target, "
+        "● student mean, circle ∝ √v",
+        fontsize=9,
+    )
+    ax.set_xlabel("MDS 1")
+    ax.set_ylabel("MDS 2")
+    edges = np.histogram_bin_edges(d.scores, bins=bins)
+    hist.hist(d.scores[d.labels == 0], bins=edges, color=NORMAL_COLOR, alpha=0.6, label="normal")
+    hist.hist(
+        d.scores[d.labels == 1], bins=edges, color=ANOMALY_COLOR, alpha=0.6, label="anomalous"
+    )
+    hist.set_xlabel("anomaly score ẽ + ṽ (whole test set)")
+    hist.set_ylabel("images")
+    hist.legend(fontsize=8)
+    return fig

