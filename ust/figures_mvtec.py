@@ -1,0 +1,205 @@
+"""Figures of the MVTec AD experiments: Figure 1 / 6 style panels, the receptive-field comparison of
+Figure 5 and PRO curves. Matplotlib with the Agg backend; every function saves a PNG and returns the
+:class:`matplotlib.figure.Figure` (for notebooks).
+
+Inputs are lists with one entry per example: images as (H, W), (H, W, 3) or (3, H, W) arrays or
+tensors in [0, 1]; masks as (H, W) binary arrays; anomaly maps as (h, w) arrays of scores (any
+resolution: they are drawn stretched over the image).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ust.metrics import trapezoid  # noqa: E402
+
+__all__ = ["plot_figure1", "plot_pro_curves", "plot_receptive_fields"]
+
+MAP_CMAP = "inferno"
+
+
+def _hwc(image: Any) -> np.ndarray:
+    """Image → float array (H, W) or (H, W, 3) in [0, 1] for ``imshow``."""
+    a = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float64)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected an image (H, W), (H, W, 3) or (3, H, W), got shape {a.shape}")
+    return np.clip(a, 0.0, 1.0)
+
+
+def _array(x: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _outline(ax, mask: Any, shape: tuple[int, int]) -> None:
+    """Red contour of a binary mask, stretched to an image of ``shape`` = (H, W)."""
+    m = _array(mask) > 0
+    if m.any():
+        h, w = m.shape
+        H, W = shape
+        ax.contour(
+            np.linspace(0, W - 1, w),
+            np.linspace(0, H - 1, h),
+            m.astype(float),
+            levels=[0.5],
+            colors="red",
+            linewidths=1.0,
+        )
+
+
+def _show_map(ax, score_map: Any, shape: tuple[int, int], vmin=None, vmax=None):
+    H, W = shape
+    return ax.imshow(
+        _array(score_map),
+        cmap=MAP_CMAP,
+        vmin=vmin,
+        vmax=vmax,
+        extent=(-0.5, W - 0.5, H - 0.5, -0.5),
+        interpolation="bilinear",
+    )
+
+
+def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)  # keep pyplot's registry empty; the Figure object stays usable
+    return fig
+
+
+def plot_figure1(
+    images: Sequence[Any],
+    masks: Sequence[Any],
+    maps: Sequence[Any],
+    path: str | os.PathLike | None,
+    *,
+    titles: Sequence[str] | None = None,
+) -> Figure:
+    """One row per example (e.g. per category): input, input with the ground truth outlined in red,
+    and the anomaly map (own colour scale per row, colour bar in score units).
+
+    Args:
+        images: N images (see module doc); masks: N binary (H', W') masks; maps: N (h, w) maps.
+        path: PNG file to write (parents created) or None.
+        titles: N row labels (e.g. category names).
+    """
+    n = len(images)
+    if not (len(masks) == len(maps) == n) or n == 0:
+        raise ValueError(
+            f"need as many masks and maps as images (≥ 1), got {n}/{len(masks)}/{len(maps)}"
+        )
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    for i in range(n):
+        img = _hwc(images[i])
+        shape = img.shape[:2]
+        _show_image(axes[i, 0], img)
+        _show_image(axes[i, 1], img)
+        _outline(axes[i, 1], masks[i], shape)
+        im = _show_map(axes[i, 2], maps[i], shape)
+        axes[i, 2].set_xticks([])
+        axes[i, 2].set_yticks([])
+        fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.04)
+        if titles is not None:
+            axes[i, 0].set_ylabel(str(titles[i]))
+    for ax, title in zip(axes[0], ("input", "ground truth", "anomaly score")):
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_receptive_fields(
+    images: Sequence[Any],
+    maps_by_scale: Mapping[Any, Sequence[Any]],
+    path: str | os.PathLike | None,
+    *,
+    masks: Sequence[Any] | None = None,
+    titles: Sequence[str] | None = None,
+) -> Figure:
+    """Figure-5-style comparison: one row per image, columns = input then one map per scale.
+
+    Args:
+        images: N images; maps_by_scale: ``{17: [N maps], 33: [...], 65: [...], "multiscale": [...]}``
+            (columns in the mapping's order; integer keys are labelled ``p = k``).
+        path: PNG file to write or None.
+        masks: optional N masks outlined in red on the input.
+        titles: optional N row labels.
+    Each row shares one colour scale over its maps (min/max of the row), so scales compare directly.
+    """
+    n = len(images)
+    keys = list(maps_by_scale)
+    if n == 0 or not keys or any(len(maps_by_scale[k]) != n for k in keys):
+        raise ValueError("need ≥ 1 image and, for every scale, one map per image")
+    cols = 1 + len(keys)
+    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
+    for i in range(n):
+        img = _hwc(images[i])
+        shape = img.shape[:2]
+        _show_image(axes[i, 0], img)
+        if masks is not None:
+            _outline(axes[i, 0], masks[i], shape)
+        row = [_array(maps_by_scale[k][i]) for k in keys]
+        lo, hi = min(float(m.min()) for m in row), max(float(m.max()) for m in row)
+        for j, m in enumerate(row, start=1):
+            _show_map(axes[i, j], m, shape, vmin=lo, vmax=hi)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        if titles is not None:
+            axes[i, 0].set_ylabel(str(titles[i]))
+    axes[0, 0].set_title("input")
+    for j, k in enumerate(keys, start=1):
+        axes[0, j].set_title(f"p = {k}" if isinstance(k, (int, np.integer)) else str(k))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_pro_curves(
+    curves: Mapping[str, tuple[Any, Any]],
+    path: str | os.PathLike | None,
+    limit: float = 0.3,
+) -> Figure:
+    """PRO over the false-positive rate up to ``limit``; the legend gives each curve's AU-PRO
+    (trapezoid up to ``limit``, divided by it, as :func:`ust.metrics.au_pro`).
+
+    Args:
+        curves: ``{name: (fpr, pro)}``, two 1-D arrays each (FPR non-decreasing, both in [0, 1]).
+        path: PNG file to write or None.
+        limit: FPR integration limit (0.3 for MVTec AD).
+    """
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, (fpr, pro) in curves.items():
+        fpr, pro = _array(fpr), _array(pro)
+        area = trapezoid(fpr, pro, x_max=limit) / limit
+        keep = fpr <= limit
+        x = np.r_[fpr[keep], limit]
+        y = np.r_[pro[keep], np.interp(limit, fpr, pro)]
+        ax.plot(x, y, label=f"{name} (AU-PRO {area:.3f})")
+    ax.set_xlim(0, limit)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("per-region overlap")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
