@@ -362,3 +362,18 @@ def test_decode_images_catches_corrupt_pixel_data(tmp_path):
     assert len(validate_category(tmp_path, "widget").test) == 5  # chunk CRCs are valid
     with pytest.raises(MVTecLayoutError, match=rf"{re.escape(str(bad))}: unreadable or corrupt"):
         validate_category(tmp_path, "widget", decode_images=True)
+
+
+def test_load_image_grayscale_already_at_size(tmp_path):
+    """Regression: a grayscale file already at the requested size used to be clamped in place on
+    an expanded (aliased) view and crashed."""
+    from PIL import Image
+
+    from ust.data.mvtec import load_image
+
+    path = tmp_path / "g.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(path)
+    img = load_image(path, 8)
+    assert img.shape == (3, 8, 8)
+    assert torch.equal(img[0], img[2])
+    assert float(img.max()) == pytest.approx(252 / 255)

@@ -66,7 +66,6 @@ from ust.data.mvtec import (
     save_anomaly_map,
     validate_category,
 )
-from ust.data.transforms import resize
 from ust.metrics import evaluate_maps, pro_curve
 from ust.networks import PatchNet
 from ust.scoring import ScoreStats, fuse_multiscale
@@ -184,15 +183,8 @@ def teacher_fingerprint(teacher: PatchNet) -> str:
 
 
 def _load_image(path: Path, size: int) -> torch.Tensor:
-    """(3, size, size) float32 in [0, 1]: :func:`load_image` then the same bilinear zoom.
-
-    The zoom is applied here on the contiguous 3-channel image because ``load_image(path, size)``
-    clamps an expanded grayscale view in place when the file already has the requested size.
-    """
-    img = load_image(path)
-    if tuple(img.shape[-2:]) != (size, size):
-        img = resize(img[None], size).clamp_(0.0, 1.0)[0].contiguous()
-    return img
+    """(3, size, size) float32 in [0, 1] (grayscale replicated, bilinear zoom)."""
+    return load_image(path, size)
 
 
 def _load_images(paths: Sequence[Path], size: int, desc: str, progress: bool) -> torch.Tensor:

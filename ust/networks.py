@@ -194,21 +194,63 @@ def _check_input(x: torch.Tensor) -> None:
         )
 
 
-def _space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
-    """(N, C, s·h, s·w) → (s²·N, C, h, w); batch index (i·s + j)·N + n holds rows i::s, cols j::s."""
+def _pool_space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Multi-pooling: an s×s max-pool at every one of the s² offsets, stacked along the batch.
+
+    (N, C, H, W) → (s²·N, C, h, w) with h = (H − s + 1) // s; batch index (i·s + j)·N + n holds
+    the pool windows whose top-left corners are rows i::s and columns j::s. Computed as maxima of
+    strided views in NHWC order, which writes the rearranged result once (no separate pool, permute
+    and layout copies); the result is channels-last.
+    """
     n, c, hh, ww = x.shape
-    h, w = hh // s, ww // s
-    x = x[:, :, : h * s, : w * s]
-    x = x.reshape(n, c, h, s, w, s).permute(3, 5, 0, 1, 2, 4)
-    return x.reshape(s * s * n, c, h, w)
+    h, w = (hh - s + 1) // s, (ww - s + 1) // s
+    xv = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view when x is channels-last
+    rows = xv[:, 0 : hh - s + 1]
+    for di in range(1, s):  # max over the window's rows, at stride 1
+        rows = torch.maximum(rows, xv[:, di : di + hh - s + 1])
+
+    def cell(i: int, j: int, dj: int) -> torch.Tensor:
+        return rows[:, i : i + s * (h - 1) + 1 : s, j + dj : j + dj + s * (w - 1) + 1 : s]
+
+    if torch.is_grad_enabled() and x.requires_grad:
+        parts = []
+        for i in range(s):
+            for j in range(s):
+                m = cell(i, j, 0)
+                for dj in range(1, s):
+                    m = torch.maximum(m, cell(i, j, dj))
+                parts.append(m)
+        out = torch.stack(parts)
+    else:
+        out = x.new_empty(s * s, n, h, w, c)
+        for k in range(s * s):
+            i, j = divmod(k, s)
+            torch.maximum(cell(i, j, 0), cell(i, j, 1 % s), out=out[k])
+            for dj in range(2, s):
+                torch.maximum(out[k], cell(i, j, dj), out=out[k])
+    return out.reshape(s * s * n, h, w, c).permute(0, 3, 1, 2)
 
 
-def _batch_to_space(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Inverse of :func:`_space_to_batch`: (s²·N, C, h, w) → (N, C, s·h, s·w)."""
-    sn, c, h, w = x.shape
-    n = sn // (s * s)
-    x = x.reshape(s, s, n, c, h, w).permute(2, 3, 4, 0, 5, 1)
-    return x.reshape(n, c, h * s, w * s)
+def _unwarp(x: torch.Tensor, strides: list[int]) -> torch.Tensor:
+    """Undo every multi-pooling at once: (Π s²·N, C, h, w) → (N, C, Π s·h, Π s·w), one copy.
+
+    After pooling levels with strides s_1 … s_L the batch index is (i_L, j_L, …, i_1, j_1, n)
+    (outermost first) and output position row = i_1 + s_1·(i_2 + s_2·(… + s_L·a)), likewise for
+    columns.
+    """
+    if not strides:
+        return x
+    big, c, h, w = x.shape
+    levels = len(strides)
+    n = big // (int(torch.tensor(strides).prod()) ** 2)
+    dims = [d for s in reversed(strides) for d in (s, s)]  # i_L, j_L, …, i_1, j_1
+    x = x.reshape(*dims, n, c, h, w)
+    i_axes = [2 * k for k in range(levels)]  # i_L … i_1: outermost spatial factor first
+    j_axes = [2 * k + 1 for k in range(levels)]
+    nb, cb, hb, wb = 2 * levels, 2 * levels + 1, 2 * levels + 2, 2 * levels + 3
+    x = x.permute(nb, cb, hb, *i_axes, wb, *j_axes)
+    total = int(torch.tensor(strides).prod())
+    return x.reshape(n, c, h * total, w * total)
 
 
 class DenseNet(nn.Module):
@@ -267,16 +309,15 @@ class DenseNet(nn.Module):
         strides = []
         for module in self.patch.features:
             if isinstance(module, nn.MaxPool2d):
-                s = module.stride
-                x = _space_to_batch(F.max_pool2d(x, module.kernel_size, 1), s)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                strides.append(s)
+                x = _pool_space_to_batch(x, module.stride)
+                strides.append(module.stride)
+            elif isinstance(module, nn.LeakyReLU):
+                # In place: saves a full-size allocation (autograd supports it for slope > 0).
+                x = F.leaky_relu_(x, module.negative_slope)
             else:
                 x = module(x)
-        for s in reversed(strides):
-            x = _batch_to_space(x, s)
-        return x[:, :, :h, :w].contiguous()
+        x = _unwarp(x, strides)
+        return x[:, :, :h, :w] if x.shape[-2:] != (h, w) else x
 
 
 def dense_net(patch: PatchNet, *, channels_last: bool = True) -> DenseNet:

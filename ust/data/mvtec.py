@@ -431,7 +431,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     t = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
     t = to_three_channels(t)
     if size is not None:
-        t = resize(t, size).clamp_(0.0, 1.0)
+        t = resize(t, size).clamp(0.0, 1.0)  # not in place: resize may return the expanded input
     return t[0].contiguous()
 
 

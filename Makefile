@@ -1,0 +1,44 @@
+# ust: two entry points, `make reproduce` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?=
+TORCH := torch==2.14.1 torchvision==0.29.1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: venv test reproduce system-data lint format benchmarks
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+# Fashion-MNIST for the offline profiles comes from Debian's dataset-fashion-mnist package.
+system-data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "note: install Debian's dataset-fashion-mnist package for the Fashion-MNIST stages"; fi
+
+# Runs the DVC pipeline on the active profile, or on PROFILE=<name> (smoke, default, offline_full, paper).
+reproduce: venv system-data
+	$(if $(PROFILE),$(BIN)/python -m ust.config use $(PROFILE),)
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest -n 2 -q
+
+lint:
+	$(BIN)/ruff check ust tests benchmarks notebooks
+	$(BIN)/ruff format --check ust tests benchmarks notebooks
+
+format:
+	$(BIN)/ruff format ust tests benchmarks notebooks
+
+benchmarks: venv
+	$(BIN)/python benchmarks/dense_speed.py
+	$(BIN)/python benchmarks/metrics_scale.py

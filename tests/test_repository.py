@@ -1,0 +1,113 @@
+"""Repository hygiene: environment.yml ↔ pyproject, profiles ↔ params.yaml, notebooks ↔ dvc.yaml."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from ust.config import load_params, section, use_profile
+from ust.paths import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in env["dependencies"]
+    assert set(pip) - {"-e ."} == wanted
+    assert all("==" in req for req in wanted), "pin every dependency exactly"
+
+
+def test_params_yaml_is_a_committed_profile():
+    params = load_params()
+    profile = params["profile"]
+    assert (ROOT / "profiles" / f"{profile}.yaml").read_text() == (ROOT / "params.yaml").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_profiles_declare_their_name_and_same_keys(path):
+    data = yaml.safe_load(path.read_text())
+    default = yaml.safe_load((ROOT / "profiles" / "default.yaml").read_text())
+    assert data["profile"] == path.stem
+    assert set(data) == set(default)
+    for key, value in default.items():
+        if isinstance(value, dict) and key != "teachers":
+            assert set(data[key]) == set(value), f"{path.name}: section {key} has other keys"
+    # Block style only: `dvc exp run -S` rewrites flow style (STYLE.md pitfall 7).
+    assert not re.search(r":\s*[\[{]", path.read_text())
+
+
+def test_use_profile_switches_and_rejects_unknown(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    for name in ("smoke", "default"):
+        (tmp_path / "profiles" / f"{name}.yaml").write_text(
+            (ROOT / "profiles" / f"{name}.yaml").read_text()
+        )
+    use_profile("smoke", root=tmp_path)
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["profile"] == "smoke"
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['default', 'smoke'\]"):
+        use_profile("fast", root=tmp_path)
+
+
+def test_section_reads_ust_params_override(monkeypatch):
+    monkeypatch.setenv("UST_PARAMS", "profiles/smoke.yaml")
+    assert (
+        section("teacher")["iterations"]
+        == yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())["teacher"]["iterations"]
+    )
+    with pytest.raises(KeyError, match="section 'nope' missing"):
+        section("nope")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_committed_thin_and_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert nb.cells[0].cell_type == "markdown"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for cell in code:
+        assert not re.search(r"^\s*(def|class) ", cell.source, re.M), "move functions into ust/"
+        assert "os.chdir" not in cell.source
+
+
+def _papermill_calls():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        cmd = body["cmd"] if isinstance(body["cmd"], str) else " ".join(body["cmd"])
+        if "papermill" not in cmd:
+            continue
+        notebook = re.search(r"build/notebooks/(\S+\.ipynb)", cmd).group(1)
+        yield name, notebook, cmd
+
+
+def test_dvc_papermill_parameters_exist_in_notebooks():
+    """papermill only warns on an unknown -p name (STYLE.md pitfall 5): check them all here."""
+    calls = list(_papermill_calls())
+    assert calls, "dvc.yaml runs no notebook"
+    for name, notebook, cmd in calls:
+        declared = set(papermill.inspect_notebook(str(ROOT / "notebooks" / notebook)))
+        passed = set(re.findall(r"-p (\w+) ", cmd))
+        assert passed, f"{name} passes no parameter"
+        assert passed <= declared, f"{name}: {sorted(passed - declared)} not in {notebook}"
+        assert "--kernel python3 --language python" in cmd
+
+
+def test_stage_dependencies_exist():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        for dep in body.get("deps", []):
+            if "${" in dep or dep.startswith("build/") or dep.startswith("results/"):
+                continue
+            assert (ROOT / dep).exists(), f"missing dependency {dep}"
+    assert Path(ROOT / ".ci" / "run").read_text().strip().endswith("make test")
