@@ -1,0 +1,137 @@
+"""Every notebook executed through papermill on the smoke profile, and the whole DVC pipeline run
+end to end on it in a temporary copy of the repository (STYLE.md: recommenders-style notebook tests).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+import torch
+
+from ust.networks import dense_net
+from ust.paths import ROOT
+from ust.teacher import load_teacher
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def smoke_env(monkeypatch):
+    monkeypatch.setenv("UST_PARAMS", str(ROOT / "profiles" / "smoke.yaml"))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+
+
+def run_notebook(name, out_nb, **params):
+    return papermill.execute_notebook(
+        str(ROOT / "notebooks" / name),
+        str(out_nb),
+        parameters=params,
+        kernel_name="python3",
+        language="python",
+        progress_bar=False,
+    )
+
+
+def test_teacher_notebook_smoke(tmp_path, smoke_env):
+    out = tmp_path / "teacher"
+    run_notebook(
+        "10_teacher_pretraining.ipynb",
+        tmp_path / "10.ipynb",
+        patch_size=17,
+        losses="mc",
+        out_dir=str(out),
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 3 and metrics["losses"] == "mc"
+    assert (
+        metrics["configuration"]["lambda_k"] == 0.0 and metrics["configuration"]["lambda_m"] == 1.0
+    )
+    assert 0.0 <= metrics["triplet_accuracy_random_init"] <= 1.0
+    assert 0.0 <= metrics["triplet_accuracy_trained"] <= 1.0
+    assert (out / "loss_curves.png").stat().st_size > 0
+    assert (out / "nearest_neighbours.png").stat().st_size > 0
+    net = load_teacher(out / "teacher.pt")
+    assert dense_net(net)(torch.rand(1, 3, 9, 10)).shape == (1, 128, 9, 10)
+
+
+def _git_files():
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [f for f in out if not f.startswith(("results/", "build/")) and f != "dvc.lock"]
+
+
+def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
+    repo = tmp_path / "repo"
+    for rel in _git_files():
+        src = ROOT / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "UST_ROOT": str(repo)}
+    env.pop("UST_PARAMS", None)
+
+    def sh(*cmd):
+        return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=ci@ust", "-c", "user.name=ci", "commit", "-qm", "copy"],
+    ):
+        assert sh(*cmd).returncode == 0
+    assert sh(sys.executable, "-m", "ust.config", "use", "smoke").returncode == 0
+    run = sh(str(BIN / "dvc"), "repro")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for p in (17, 33, 65):
+        metrics = json.loads((repo / f"results/teachers/p{p}/mc/metrics.json").read_text())
+        assert metrics["patch_size"] == p
+        assert (repo / f"results/notebooks/10_teacher-p{p}-mc.ipynb").exists()
+    oneclass = json.loads((repo / "results/oneclass/mnist-0/metrics.json").read_text())
+    assert set(oneclass["auc"]) == {"students:mc", "1nn", "kmeans", "ocsvm", "l2ae", "vae", "igd"}
+    assert all(0.0 <= v <= 1.0 for v in oneclass["auc"].values())
+    for cat in ("brick", "grass"):
+        fused = json.loads((repo / f"results/mvtec/{cat}-multiscale/metrics.json").read_text())
+        assert 0.0 <= fused["au_pro"] <= 1.0
+        assert (repo / f"results/mvtec/{cat}-multiscale/baselines.json").exists()
+    summary = json.loads((repo / "figures/summary.json").read_text())
+    assert summary["profile"] == "smoke"
+    assert summary["oneclass_mean_auc"]["mnist"]["students:mc"] == oneclass["auc"]["students:mc"]
+    for name in (
+        "teachers.md",
+        "oneclass.md",
+        "mvtec.md",
+        "figure1_mvtec.png",
+        "figure4_mds.png",
+        "figure5_receptive_fields.png",
+    ):
+        assert (repo / "figures" / name).stat().st_size > 0
+    status = sh(str(BIN / "dvc"), "status")
+    assert status.returncode == 0
+    assert "up to date" in status.stdout, status.stdout
+
+    # Editing one category's parameter invalidates only that category's stages.
+    params = (repo / "params.yaml").read_text()
+    assert "mvtec_category:\n  brick:\n    seed: 0\n" in params
+    (repo / "params.yaml").write_text(
+        params.replace(
+            "mvtec_category:\n  brick:\n    seed: 0\n", "mvtec_category:\n  brick:\n    seed: 1\n"
+        )
+    )
+    changed = json.loads(sh(str(BIN / "dvc"), "status", "--json").stdout)
+    assert set(changed) == {
+        "mvtec@brick-17",
+        "mvtec@brick-33",
+        "mvtec@brick-65",
+        "mvtec_category@brick",
+    }

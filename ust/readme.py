@@ -1,0 +1,221 @@
+"""Tables the pipeline writes into ``figures/`` and their copies embedded in ``README.md``.
+
+Every number in a README results table comes from a file a stage wrote: the report stage writes
+``figures/*.md`` from the stages' metrics files, and ``python -m ust.readme sync`` copies each one
+between its ``<!-- BEGIN figures/X.md -->`` / ``<!-- END figures/X.md -->`` markers in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ust.config import load_params
+from ust.paths import ROOT, resolve
+
+MARKER = re.compile(r"<!-- BEGIN (?P<path>\S+) -->\n.*?<!-- END (?P=path) -->", re.S)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
+    """Markdown table of every pretrained teacher's metrics.json under ``results_dir``."""
+    rows = []
+    for path in sorted(resolve(results_dir).glob("p*/*/metrics.json")):
+        m = json.loads(path.read_text())
+        c = m["configuration"]
+        rows.append(
+            f"| {m['patch_size']} | {m['losses']} | {c['lambda_k']:g} / {c['lambda_m']:g} / "
+            f"{c['lambda_c']:g} | {m['iterations']} | {m['triplet_accuracy_random_init']:.3f} | "
+            f"{m['triplet_accuracy_trained']:.3f} | {m['iterations_per_s']:.2f} |"
+        )
+    if not rows:
+        raise FileNotFoundError(
+            f"no teacher metrics under {resolve(results_dir)}: run `dvc repro teacher`"
+        )
+    params = load_params()
+    t = params["teacher"]
+    head = (
+        f"Teachers of profile `{params['profile']}`: batch {t['batch_size']}, Adam {t['lr']:g}, "
+        f"decorrelation {'normalised by d(d−1)' if t['decorrelation_normalized'] else 'raw sum'}. "
+        "Triplet accuracy: fraction of held-out triplets (images never used in training) with "
+        "d(anchor, positive) < d(anchor, negative).\n\n"
+        "| p | losses | λ_k / λ_m / λ_c | iterations | triplet acc. (random init) | "
+        "triplet acc. (trained) | it/s |\n|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(rows) + "\n"
+
+
+def write_teachers_table(out: str | os.PathLike = "figures/teachers.md") -> Path:
+    path = resolve(out)
+    _write(path, teachers_table())
+    return path
+
+
+def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tuple[str, dict]:
+    """Markdown per dataset (per-class AUC beside the published rows) and mean AUCs per method."""
+    from ust.oneclass_experiment import collect_results
+    from ust.report import default_data_label, oneclass_table, to_markdown
+
+    df = collect_results(resolve(results_dir))
+    profile = load_params()["profile"]
+    parts, means = [], {}
+    for dataset in sorted(df["dataset"].unique()):
+        label = default_data_label(df, dataset)
+        rows = df[df["dataset"] == dataset]
+        classes = sorted(rows["class"].unique())
+        parts.append(
+            f"#### {dataset}\n\nData: {label}. Profile: `{profile}`. Normal classes run: "
+            f"{', '.join(map(str, classes))} ({'all ten' if len(classes) == 10 else 'a subset'}). "
+            "ROC-AUC, anomalous = the other nine classes; rows 'published' are the papers' numbers.\n\n"
+            + to_markdown(oneclass_table(df, dataset))
+        )
+        means[dataset] = {
+            f"{m}:{c}" if c else m: float(g["auc"].mean())
+            for (m, c), g in rows.groupby(["method", "teacher_config"])
+        }
+    return "\n".join(parts), means
+
+
+def mvtec_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str, dict]:
+    """Table 3 and Table 2 shaped Markdown for the categories of the active profile."""
+    from ust.report_mvtec import category_summary
+    from ust.report_mvtec import mvtec_tables as tables
+
+    params = load_params()
+    cats = list(params["mvtec"]["categories"])
+    data = params["mvtec_data"]
+    label = (
+        (
+            f"synthetic MVTec-layout textures (skimage brick/grass/gravel, {data['image_size']} px, "
+            "not the paper's data)"
+        )
+        if data["synthetic"]
+        else f"MVTec AD at {data['root']}"
+    )
+    t3, t2 = tables(results_dir, cats, label, params["profile"])
+    text = (
+        "#### AU-PRO by receptive field (Table 3)\n\n" + t3 + "\n#### Baselines (Table 2)\n\n" + t2
+    )
+    summary = {c: category_summary(resolve(results_dir) / f"{c}-multiscale") for c in cats}
+    return text, summary
+
+
+def mvtec_figures(
+    results_dir: str | os.PathLike = "results/mvtec", out: str | os.PathLike = "figures"
+) -> None:
+    """Figure 1 (one anomalous example per category: input, ground truth, multiscale map) and
+    Figure 5 (the same examples for p = 17, 33, 65 and multiscale) across categories."""
+    from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
+    from ust.figures_mvtec import plot_figure1, plot_receptive_fields
+    from ust.pipeline import mvtec_root
+
+    params = load_params()
+    root, res = mvtec_root(), resolve(results_dir)
+    images, masks, titles, maps = [], [], [], {17: [], 33: [], 65: [], "multiscale": []}
+    for cat in params["mvtec"]["categories"]:
+        sample = next(s for s in validate_category(root, cat).test if s.is_anomalous)
+        images.append(load_image(sample.path).permute(1, 2, 0).numpy())
+        masks.append(load_mask(sample.mask_path, sample.size).numpy())
+        titles.append(f"{cat} {sample.image_id}")
+        for key in maps:
+            folder = res / (f"{cat}-p{key}" if key != "multiscale" else f"{cat}-multiscale")
+            maps[key].append(
+                load_anomaly_map(folder / "maps" / cat / "test" / f"{sample.image_id}.tiff")
+            )
+    out = resolve(out)
+    plot_figure1(images, masks, maps["multiscale"], out / "figure1_mvtec.png", titles=titles)
+    plot_receptive_fields(
+        images, maps, out / "figure5_receptive_fields.png", masks=masks, titles=titles
+    )
+
+
+def write_tables(out: str | os.PathLike = "figures") -> dict:
+    """Every table and summary figure the README embeds, from the stages' result files."""
+    import shutil
+
+    out = resolve(out)
+    _write(out / "teachers.md", teachers_table())
+    oc_text, oc_means = oneclass_tables()
+    _write(out / "oneclass.md", oc_text)
+    mv_text, mv_summary = mvtec_tables()
+    _write(out / "mvtec.md", mv_text)
+    mvtec_figures(out=out)
+    shutil.copyfile(resolve("results/mds/figure4_mds.png"), out / "figure4_mds.png")
+    summary = {
+        "profile": load_params()["profile"],
+        "teachers": {
+            f"p{m['patch_size']}-{m['losses']}": {
+                "triplet_accuracy_random_init": m["triplet_accuracy_random_init"],
+                "triplet_accuracy_trained": m["triplet_accuracy_trained"],
+            }
+            for m in (
+                json.loads(p.read_text())
+                for p in sorted(resolve("results/teachers").glob("p*/*/metrics.json"))
+            )
+        },
+        "oneclass_mean_auc": oc_means,
+        "mvtec": mv_summary,
+    }
+    _write(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def sync_readme(readme: str | os.PathLike = "README.md", *, check: bool = False) -> list[str]:
+    """Copy each embedded ``figures/*.md`` into the README; returns the paths that differ(ed).
+
+    With ``check`` nothing is written (a test uses it to prove the README shows pipeline output).
+    """
+    path = resolve(readme)
+    text = path.read_text()
+    stale = []
+
+    def replace(match: re.Match) -> str:
+        rel = match.group("path")
+        source = ROOT / rel
+        body = (
+            source.read_text() if source.exists() else "(not produced yet: run `make reproduce`)\n"
+        )
+        new = f"<!-- BEGIN {rel} -->\n{body}<!-- END {rel} -->"
+        if new != match.group(0):
+            stale.append(rel)
+        return new
+
+    new_text = MARKER.sub(replace, text)
+    if stale and not check:
+        _write(path, new_text)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ust.readme")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("teachers", help="write figures/teachers.md from results/teachers")
+    sub.add_parser("tables", help="write every figures/ table, summary.json and figure")
+    sync = sub.add_parser("sync", help="copy figures/*.md into README.md between markers")
+    sync.add_argument("--check", action="store_true", help="only report stale blocks (exit 1)")
+    args = parser.parse_args(argv)
+    if args.cmd == "teachers":
+        print(write_teachers_table())
+        return 0
+    if args.cmd == "tables":
+        write_tables()
+        print("figures/ written")
+        return 0
+    stale = sync_readme(check=args.check)
+    print("\n".join(stale) if stale else "README up to date")
+    return 1 if (stale and args.check) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
