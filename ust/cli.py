@@ -144,7 +144,16 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 
 # Each entry registers one subcommand; other modules' commands are appended here.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_teacher_command]
+def _add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
+    from ust.cli_mvtec import add_mvtec_command
+
+    add_mvtec_command(subparsers)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_teacher_command,
+    _add_mvtec_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
