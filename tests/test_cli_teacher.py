@@ -24,8 +24,10 @@ def test_teacher_command_writes_loadable_file(tmp_path, capsys):
     argv += ["--batch-size", "4", "--lambda-k", "0", "--lambda-m", "1", "--lambda-c", "1"]
     argv += ["--out", str(out), "--device", "cpu", "--eval-triplets", "8", "--no-progress"]
     assert main(argv) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 2 and summary["device"] == "cpu"
+    text = capsys.readouterr().out
+    summary = json.loads(text)
+    assert summary["steps"] == 2 and summary["device"] == "cpu" and "NaN" not in text
+    assert summary["loss_init"]["loss_k"] is None and summary["loss_init"]["loss_m"] > 0
     net = load_teacher(out)
     assert net.config.p == 17 and dense_net(net)(torch.rand(1, 3, 9, 9)).shape == (1, 128, 9, 9)
     blob = torch.load(out, weights_only=False)

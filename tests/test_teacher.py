@@ -160,3 +160,15 @@ def test_triplet_accuracy_counts_strict_wins():
     n = torch.tensor([0.5, 0.5, 0.05, 0.1]).view(4, 1, 1, 1).expand(4, 3, 2, 2)
     # d(a,p) = d(a,n) for the last one: a tie is not a win → 2 of 4.
     assert triplet_accuracy(net, (a, p, n), batch_size=3) == 0.5
+
+
+def test_config_from_params_section_and_bad_settings():
+    cfg = TeacherConfig.from_dict({"patch_size": 65, "lambda_m": 1, "images": "embedded"})
+    assert cfg.patch_size == 65 and cfg.lambda_m == 1 and cfg.iterations == 50_000
+    with pytest.raises(ValueError, match="unknown teacher settings \\['lamda_k'\\]"):
+        TeacherConfig.from_dict({"lamda_k": 1})
+    with pytest.raises(ValueError, match="at least one > 0"):
+        pretrain(TeacherConfig(lambda_k=0, lambda_c=0), "unused.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pretrain(TeacherConfig(device="cuda", lambda_k=0), "unused.pt")

@@ -94,6 +94,12 @@ class TeacherConfig:
     log_every: int = 10
     eval_triplets: int = 1000
 
+    def __post_init__(self) -> None:
+        # Paths compare (resume check) and serialise as plain strings.
+        self.images = str(self.images)
+        if self.resnet_weights is not None:
+            self.resnet_weights = str(self.resnet_weights)
+
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is computed."""
         lambdas = (self.lambda_k, self.lambda_m, self.lambda_c)
@@ -187,6 +193,10 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def _isnan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
+
+
+def _json_row(row: dict) -> dict:
+    return {k: (None if _isnan(v) else v) for k, v in row.items()}
 
 
 def _rng_states() -> dict:
@@ -384,9 +394,6 @@ def pretrain(
         target.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    eval_batch = None
-    if eval_set is not None:
-        eval_batch = eval_set.batch(range(len(eval_set)))
     state = {"step": 0, "log": [], "accuracy_init": None, "train_seconds": 0.0}
     if resume and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -400,8 +407,8 @@ def pretrain(
         optimizer.load_state_dict(saved["optimizer"])
         _set_rng_states(saved["rng"])
         state = {k: saved[k] for k in state}
-    elif eval_batch is not None:
-        state["accuracy_init"] = triplet_accuracy(net, eval_batch, device=device)
+    elif eval_set is not None:
+        state["accuracy_init"] = triplet_accuracy(net, eval_set, device=device)
 
     def save_checkpoint() -> None:
         _atomic_save(
@@ -476,8 +483,8 @@ def pretrain(
         save_checkpoint()
 
     accuracy_final = None
-    if eval_batch is not None:
-        accuracy_final = triplet_accuracy(net, eval_batch, device=device)
+    if eval_set is not None:
+        accuracy_final = triplet_accuracy(net, eval_set, device=device)
     log = state["log"]
     summary = {
         "steps": state["step"],
@@ -485,8 +492,8 @@ def pretrain(
         "train_seconds": state["train_seconds"],
         "iterations_per_s": steps_done / call_seconds if steps_done else None,
         "device": str(device),
-        "loss_init": log[0] if log else None,
-        "loss_final": log[-1] if log else None,
+        "loss_init": _json_row(log[0]) if log else None,
+        "loss_final": _json_row(log[-1]) if log else None,
         "triplet_accuracy_init": state["accuracy_init"],
         "triplet_accuracy_final": accuracy_final,
         "out": str(out),
