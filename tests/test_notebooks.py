@@ -78,7 +78,15 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         if src.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "UST_ROOT": str(repo)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "UST_ROOT": str(repo),
+        "GIT_AUTHOR_NAME": "ci",
+        "GIT_AUTHOR_EMAIL": "ci@ust",
+        "GIT_COMMITTER_NAME": "ci",
+        "GIT_COMMITTER_EMAIL": "ci@ust",
+    }
     env.pop("UST_PARAMS", None)
 
     def sh(*cmd):
@@ -122,12 +130,9 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
 
     # Editing one category's parameter invalidates only that category's stages.
     params = (repo / "params.yaml").read_text()
-    assert "mvtec_category:\n  brick:\n    seed: 0\n" in params
-    (repo / "params.yaml").write_text(
-        params.replace(
-            "mvtec_category:\n  brick:\n    seed: 0\n", "mvtec_category:\n  brick:\n    seed: 1\n"
-        )
-    )
+    old, new = "  brick:\n    seed: 0\n  grass:", "  brick:\n    seed: 1\n  grass:"
+    assert params.count(old) == 1
+    (repo / "params.yaml").write_text(params.replace(old, new))
     changed = json.loads(sh(str(BIN / "dvc"), "status", "--json").stdout)
     assert set(changed) == {
         "mvtec@brick-17",
@@ -135,3 +140,19 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         "mvtec@brick-65",
         "mvtec_category@brick",
     }
+
+    # Sweeps: `dvc exp run -S` on a tracked parameter runs only what it invalidates, and variants
+    # can be queued for `dvc queue start -j N` (README "Sweeps").
+    (repo / "params.yaml").write_text(params)
+    assert sh("git", "add", "-A").returncode == 0
+    assert sh("git", "commit", "-qm", "smoke results").returncode == 0
+    exp = sh(str(BIN / "dvc"), "exp", "run", "-S", "mvtec_category.grass.seed=1")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    assert "Running stage 'mvtec@grass-17'" in exp.stdout
+    assert "Running stage 'mvtec@brick-17'" not in exp.stdout
+    assert "Running stage 'teacher" not in exp.stdout
+    queued = sh(str(BIN / "dvc"), "exp", "run", "-S", "teacher.margin=0.5", "--queue")
+    assert queued.returncode == 0, queued.stderr
+    status = sh(str(BIN / "dvc"), "queue", "status")
+    assert "Queued" in status.stdout, status.stdout
+    sh(str(BIN / "dvc"), "queue", "remove", "--all")
