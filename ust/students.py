@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ust import distributed as ddp
 from ust.data.transforms import imagenet_normalize, to_three_channels
 from ust.networks import DenseNet, NetConfig, PatchNet, dense_net
 from ust.scoring import (
@@ -204,6 +206,15 @@ def _atomic_save(obj, path: Path) -> None:
         raise
 
 
+def _resolve_distributed(distributed: ddp.DistInfo | None) -> ddp.DistInfo | None:
+    """``distributed`` itself, or the running process group's info when it has several ranks."""
+    if distributed is not None:
+        return distributed
+    if ddp.is_initialized() and ddp.current().world_size > 1:
+        return ddp.current()
+    return None
+
+
 def train_students(
     model: StudentTeacher,
     images: torch.Tensor,
@@ -212,6 +223,7 @@ def train_students(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, list[float]], None] | None = None,
+    distributed: ddp.DistInfo | None = None,
 ) -> list[list[float]]:
     """Train every student of ``model`` on ``images`` (N, C, H, W) in [0, 1]; returns the mean loss
     per epoch for each student (M lists). ``fit_target_statistics`` must have been called.
@@ -220,10 +232,20 @@ def train_students(
     (seeded from ``config.seed`` and its index). With ``checkpoint`` the state after every epoch is
     written atomically and a later call resumes from it, giving the same weights as an uninterrupted
     run on CPU.
+
+    Data parallel (``torchrun``, see :mod:`ust.distributed`): pass ``distributed=init_from_env()``
+    (or run inside an initialised process group with several ranks). Every rank draws the same
+    seeded permutation per student and epoch and trains on its :func:`~ust.distributed.shard` of it;
+    each student is wrapped in DistributedDataParallel so gradients are averaged across ranks.
+    ``config.batch_size`` is then **per rank** (a step sees ``batch_size × world_size`` images), the
+    returned / reported epoch losses are averaged over ranks, and only rank 0 writes the checkpoint
+    (the other ranks wait for it at a barrier). ``model`` must already be on the rank's device.
+    Without a process group (``distributed=None``) nothing of this happens.
     """
     n = len(images)
     if n == 0:
         raise ValueError("no training images for the students")
+    info = _resolve_distributed(distributed)
     device = model.target_mean.device
     opts = [
         torch.optim.Adam(s.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -261,11 +283,27 @@ def train_students(
             for idx in _batches(n, 16):
                 cached[idx] = model.targets(images[idx].to(device))
 
+    # A one-rank DistInfo without a process group (init_from_env() outside torchrun) trains as one
+    # process; with a group, DDP is forced even for one rank so that path is what gets tested. The
+    # DDP constructor is collective, so no rank can write a checkpoint before all have loaded it.
+    nets = None
+    if info is not None and (info.world_size > 1 or ddp.is_initialized()):
+        nets = [
+            ddp.wrap_ddp(
+                # Only student i's parameters are synchronised; the frozen teacher stays out.
+                ddp.ForwardFn(model.students[i], partial(model.student_prediction, i)),
+                info,
+                force=True,
+            )
+            for i in range(model.m)
+        ]
+    main = info is None or info.is_main
+
     model.train()
     bar = tqdm(
         range(start, config.epochs),
         desc=f"students p={model.p}",
-        disable=not progress,
+        disable=not (progress and main),
         initial=start,
         total=config.epochs,
     )
@@ -273,20 +311,28 @@ def train_students(
         epoch_losses = []
         for i in range(model.m):
             order = torch.randperm(n, generator=gens[i])
+            if info is not None:  # same permutation on every rank (same generator state)
+                order = ddp.shard(order, info.rank, info.world_size)
             total, count = 0.0, 0
-            for idx in _batches(n, config.batch_size, order):
+            for idx in _batches(len(order), config.batch_size, order):
                 x = images[idx].to(device)
                 target = cached[idx.to(device)] if cached is not None else model.targets(x)
-                loss = student_loss(model.student_prediction(i, x), target)
+                pred = nets[i](x) if nets is not None else model.student_prediction(i, x)
+                loss = student_loss(pred, target)
                 opts[i].zero_grad(set_to_none=True)
                 loss.backward()
                 opts[i].step()
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
-            history[i].append(total / count)
-            epoch_losses.append(total / count)
+            mean_loss = total / count
+            if nets is not None:  # equal shard lengths: the mean of rank means is the global mean
+                mean_loss = float(
+                    ddp.all_reduce_mean(torch.tensor(mean_loss, dtype=torch.float64, device=device))
+                )
+            history[i].append(mean_loss)
+            epoch_losses.append(mean_loss)
         bar.set_postfix(loss=f"{np.mean(epoch_losses):.4f}")
-        if ckpt is not None:
+        if ckpt is not None and main:
             _atomic_save(
                 {
                     "epoch": epoch + 1,
@@ -299,6 +345,8 @@ def train_students(
                 },
                 ckpt,
             )
+        if ckpt is not None and nets is not None:
+            ddp.barrier()  # no rank runs ahead of (or returns before) rank 0's checkpoint
         if on_epoch is not None:
             on_epoch(epoch, epoch_losses)
     model.eval()

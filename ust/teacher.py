@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ust import distributed as ddp
 from ust.data.patches import PatchTriplets
 from ust.data.transforms import imagenet_normalize
 from ust.distillation import DistillationTarget
@@ -352,6 +353,7 @@ def pretrain(
     log_path: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = True,
+    distributed: ddp.DistInfo | None = None,
 ) -> dict:
     """Pretrain a teacher for ``config.iterations`` steps and write it to ``out``; return a summary.
 
@@ -363,7 +365,16 @@ def pretrain(
 
     Summary keys: ``steps``, ``iterations_per_s`` (this call), ``device``, ``loss_init`` /
     ``loss_final`` (dicts of the first / last logged loss row), ``triplet_accuracy_init`` /
-    ``triplet_accuracy_final`` (held-out images, ``None`` when ``eval_triplets = 0``), file paths.
+    ``triplet_accuracy_final`` (held-out images, ``None`` when ``eval_triplets = 0``), file paths,
+    ``world_size``.
+
+    Data parallel (see :mod:`ust.distributed`): launched by ``torchrun`` (or given ``distributed``),
+    every rank trains a DistributedDataParallel copy of the network; global step ``s`` consumes
+    triplets ``s·B·W … (s+1)·B·W − 1`` of the index stream and rank ``r`` reads its block ``r·B …``
+    of them, so ``batch_size`` is **per rank** (a step sees B·W triplets). Logged losses are
+    averaged over ranks; only rank 0 writes the checkpoint, the loss CSV and ``out`` while the
+    others wait at a barrier. When ``pretrain`` initialised the process group itself (``torchrun``
+    without ``distributed``) it also destroys it before returning. A single process is unaffected.
     """
     cfg = config
     cfg.validate()
@@ -371,6 +382,18 @@ def pretrain(
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else default_ckpt
     log_file = Path(log_path) if log_path is not None else default_log
     device = resolve_device(cfg.device)
+    # Under torchrun the process group is set up here, so `torchrun … -m ust.cli teacher` just works;
+    # the backend follows the device (NCCL needs GPU tensors, gloo serves the CPU).
+    owns_group = distributed is None and ddp.launched_by_torchrun() and not ddp.is_initialized()
+    info = distributed
+    if info is None and ddp.launched_by_torchrun():
+        info = ddp.init_from_env("nccl" if device.type == "cuda" else "gloo")
+    elif info is None and ddp.is_initialized() and ddp.current().world_size > 1:
+        info = ddp.current()
+    if info is not None and info.device.type == "cuda":
+        device = info.device  # this rank's GPU
+    rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
+    main = rank == 0
 
     # Everything that can fail for a missing input fails here, before a file is written.
     if cfg.lambda_k > 0 and target is None:
@@ -382,7 +405,7 @@ def pretrain(
     triplets = PatchTriplets(
         cfg.images,
         cfg.patch_size,
-        cfg.iterations * cfg.batch_size,
+        cfg.iterations * cfg.batch_size * world,
         split="train",
         seed=cfg.seed,
         **_sampler_kwargs(cfg),
@@ -411,24 +434,43 @@ def pretrain(
         state["accuracy_init"] = triplet_accuracy(net, eval_set, device=device)
 
     def save_checkpoint() -> None:
-        _atomic_save(
-            {
-                "format": FILE_FORMAT,
-                "config": asdict(cfg),
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_states(),
-                **state,
-            },
-            ckpt,
+        if main:
+            _atomic_save(
+                {
+                    "format": FILE_FORMAT,
+                    "config": asdict(cfg),
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_states(),
+                    **state,
+                },
+                ckpt,
+            )
+            _write_csv(state["log"], log_file)
+        if ddp_net is not None:
+            ddp.barrier()  # the others wait until rank 0's files are complete
+
+    # With a process group DDP is used even for one rank, so that is the path the tests check. The
+    # loss computation runs inside DDP's forward (its gradient hooks need that); the distillation
+    # target stays out of it (frozen, never synchronised). A decoder that λ_k = 0 never uses gets no
+    # gradient either way (Adam skips it); freezing it keeps DDP from waiting for its gradients.
+    ddp_net = None
+    if info is not None and (world > 1 or ddp.is_initialized()):
+        if cfg.lambda_k == 0 and net.decoder is not None:
+            net.decoder.requires_grad_(False)
+        ddp_net = ddp.wrap_ddp(
+            ddp.ForwardFn(net, lambda b: compute_losses(net, target, b, cfg, cfg.bf16)),
+            info,
+            force=True,
         )
-        _write_csv(state["log"], log_file)
 
     start = state["step"]
     loader = torch.utils.data.DataLoader(
         triplets,
         batch_size=cfg.batch_size,
-        sampler=range(start * cfg.batch_size, cfg.iterations * cfg.batch_size),
+        sampler=ddp.StepIndices(start, cfg.iterations, cfg.batch_size, rank, world)
+        if ddp_net is not None
+        else range(start * cfg.batch_size, cfg.iterations * cfg.batch_size),
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
     )
@@ -447,11 +489,14 @@ def pretrain(
             total=cfg.iterations,
             initial=start,
             desc=f"teacher p={cfg.patch_size}",
-            disable=not progress,
+            disable=not (progress and main),
         )
         for step, batch in enumerate(loader, start=start + 1):
             batch = tuple(x.to(device, non_blocking=True) for x in batch)
-            loss, terms = compute_losses(net, target, batch, cfg, autocast)
+            if ddp_net is not None:
+                loss, terms = ddp_net(batch)
+            else:
+                loss, terms = compute_losses(net, target, batch, cfg, autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -460,6 +505,12 @@ def pretrain(
                 row = {"step": step, "loss": sum(v for v, _ in window) / len(window)}
                 for key in LOG_COLUMNS[2:]:
                     row[key] = sum(t[key] for _, t in window) / len(window)
+                if ddp_net is not None:  # every rank logs at the same steps: average their rows
+                    keys = LOG_COLUMNS[1:]
+                    values = torch.tensor(
+                        [row[k] for k in keys], dtype=torch.float64, device=device
+                    )
+                    row.update(zip(keys, ddp.all_reduce_mean(values).tolist()))
                 state["log"].append(row)
                 window = []
                 bar.set_postfix(
@@ -499,18 +550,24 @@ def pretrain(
         "out": str(out),
         "checkpoint": str(ckpt),
         "log": str(log_file),
+        "world_size": world,
     }
-    _atomic_save(
-        {
-            "format": FILE_FORMAT,
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "net_config": asdict(net.config),
-            "loss_config": cfg.loss_config(),
-            "teacher_config": asdict(cfg),
-            "summary": summary,
-        },
-        out,
-    )
+    if main:
+        _atomic_save(
+            {
+                "format": FILE_FORMAT,
+                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "net_config": asdict(net.config),
+                "loss_config": cfg.loss_config(),
+                "teacher_config": asdict(cfg),
+                "summary": summary,
+            },
+            out,
+        )
+    if ddp_net is not None:
+        ddp.barrier()  # `out` exists for every rank once pretrain returns
+    if owns_group:
+        ddp.cleanup()
     return summary
 
 
