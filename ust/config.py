@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ust.io import atomic_write_text
 from ust.paths import ROOT, resolve
 
 PARAMS_FILE = "params.yaml"
@@ -81,12 +81,7 @@ def use_profile(name: str, *, root: str | os.PathLike | None = None) -> Path:
     data = yaml.safe_load(text)
     if data.get("profile") != name:
         raise ValueError(f"{src} must declare `profile: {name}`, found {data.get('profile')!r}")
-    dst = base / PARAMS_FILE
-    fd, tmp = tempfile.mkstemp(dir=base, prefix=".params.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, dst)
-    return dst
+    return atomic_write_text(base / PARAMS_FILE, text)
 
 
 def main(argv: list[str] | None = None) -> int:

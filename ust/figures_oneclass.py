@@ -19,9 +19,7 @@ is deprecated); the classical-MDS initialisation (the 1.10 default) is determini
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +28,7 @@ from matplotlib.patches import Circle
 from sklearn.manifold import MDS
 
 from ust.data.oneclass import OneClassData, zoom_to_patch
+from ust.io import atomic_savefig
 from ust.networks import PatchNet
 from ust.paths import resolve
 from ust.scoring import ScoreStats
@@ -132,18 +131,6 @@ def pick_one_per_class(classes: np.ndarray | torch.Tensor, seed: int = 0) -> np.
     return np.array([rng.choice(np.flatnonzero(classes == c)) for c in np.unique(classes)])
 
 
-def _atomic_savefig(fig: Figure, path: Path, dpi: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def mds_figure(
     teacher: PatchNet | None,
     students_model: StudentTeacher,
@@ -215,7 +202,7 @@ def mds_figure(
     )
     fig = _draw(result, data, bins)
     if path is not None:
-        _atomic_savefig(fig, resolve(path), dpi)
+        atomic_savefig(fig, resolve(path), dpi=dpi, bbox_inches="tight")
     return fig, result
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import nbformat
 from nbstripout import strip_output
 
+from ust.io import atomic_write_text
 from ust.paths import resolve
 
 
@@ -31,13 +31,7 @@ def strip_notebooks(src: str | os.PathLike, dst: str | os.PathLike) -> list[Path
     dst.mkdir(parents=True, exist_ok=True)
     written = []
     for nb_path in sorted(src.glob("*.ipynb")):
-        text = nbformat.writes(stripped(nb_path))
-        out = dst / nb_path.name
-        fd, tmp = tempfile.mkstemp(dir=dst, prefix=f".{nb_path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out)
-        written.append(out)
+        written.append(atomic_write_text(dst / nb_path.name, nbformat.writes(stripped(nb_path))))
     return written
 
 

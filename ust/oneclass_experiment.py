@@ -29,7 +29,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -46,6 +45,7 @@ from ust.baselines.igd import IGDConfig, score_igd, train_igd
 from ust.baselines.shallow import make_shallow
 from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.data.transforms import imagenet_normalize, resize, to_three_channels
+from ust.io import atomic_write_text
 from ust.metrics import roc_auc
 from ust.networks import PatchNet
 from ust.paths import resolve
@@ -544,18 +544,6 @@ def _jsonable(value):
 _DROP = object()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_class_result(result: dict, path: str | os.PathLike) -> Path:
     """Write the JSON-able part of one result (dataset, method, teacher config, class, AUC, timings,
     settings) to ``path`` atomically; per-image arrays, tensors and models are left out.
@@ -572,7 +560,7 @@ def write_class_result(result: dict, path: str | os.PathLike) -> Path:
     kept = {k: v for k, v in result.items() if k != "score_stats"}
     record = _jsonable({"kind": RESULT_KIND, "teacher_config": "", **kept})
     path = resolve(path)
-    _atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

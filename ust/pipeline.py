@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ust.config import section
+from ust.io import atomic_write_text
 from ust.paths import resolve
 
 LOSS_LETTERS = {"k": "lambda_k", "m": "lambda_m", "c": "lambda_c"}
@@ -60,14 +60,9 @@ def _clean(value: Any) -> Any:
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write ``data`` as pretty JSON atomically (numpy scalars converted, NaN → null)."""
-    path = resolve(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(data), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(
+        resolve(path), json.dumps(_clean(data), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -11,21 +11,13 @@ import argparse
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from ust.config import load_params
+from ust.io import atomic_write_text
 from ust.paths import ROOT, resolve
 
 MARKER = re.compile(r"<!-- BEGIN (?P<path>\S+) -->\n.*?<!-- END (?P=path) -->", re.S)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
@@ -58,7 +50,7 @@ def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
 
 def write_teachers_table(out: str | os.PathLike = "figures/teachers.md") -> Path:
     path = resolve(out)
-    _write(path, teachers_table())
+    atomic_write_text(path, teachers_table())
     return path
 
 
@@ -145,11 +137,11 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     import shutil
 
     out = resolve(out)
-    _write(out / "teachers.md", teachers_table())
+    atomic_write_text(out / "teachers.md", teachers_table())
     oc_text, oc_means = oneclass_tables()
-    _write(out / "oneclass.md", oc_text)
+    atomic_write_text(out / "oneclass.md", oc_text)
     mv_text, mv_summary = mvtec_tables()
-    _write(out / "mvtec.md", mv_text)
+    atomic_write_text(out / "mvtec.md", mv_text)
     mvtec_figures(out=out)
     shutil.copyfile(resolve("results/mds/figure4_mds.png"), out / "figure4_mds.png")
     summary = {
@@ -167,7 +159,7 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
         "oneclass_mean_auc": oc_means,
         "mvtec": mv_summary,
     }
-    _write(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
@@ -193,7 +185,7 @@ def sync_readme(readme: str | os.PathLike = "README.md", *, check: bool = False)
 
     new_text = MARKER.sub(replace, text)
     if stale and not check:
-        _write(path, new_text)
+        atomic_write_text(path, new_text)
     return stale
 
 

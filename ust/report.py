@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ust.data.oneclass import CLASS_NAMES
+from ust.io import atomic_write_text
 from ust.paths import resolve
 
 __all__ = [
@@ -384,18 +384,6 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_table(
     df: pd.DataFrame,
     path_md: str | os.PathLike,
@@ -429,6 +417,6 @@ def write_table(
         to_markdown(df),
     ]
     p_md, p_csv = resolve(path_md), resolve(path_csv)
-    _atomic_write(p_md, "\n".join(md))
-    _atomic_write(p_csv, df.to_csv(index=False))
+    atomic_write_text(p_md, "\n".join(md))
+    atomic_write_text(p_csv, df.to_csv(index=False))
     return p_md, p_csv

@@ -10,7 +10,6 @@ Every method takes images in [0, 1] with 1 or 3 channels; ImageNet normalisation
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ust import distributed as ddp
 from ust.data.transforms import imagenet_normalize, to_three_channels
+from ust.io import atomic_torch_save
 from ust.networks import DenseNet, NetConfig, PatchNet, dense_net
 from ust.scoring import (
     RunningMoments,
@@ -194,18 +194,6 @@ class StudentTrainingConfig:
     cache_bytes: int = 2 * 1024**3
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _resolve_distributed(distributed: ddp.DistInfo | None) -> ddp.DistInfo | None:
     """``distributed`` itself, or the running process group's info when it has several ranks."""
     if distributed is not None:
@@ -333,7 +321,7 @@ def train_students(
             epoch_losses.append(mean_loss)
         bar.set_postfix(loss=f"{np.mean(epoch_losses):.4f}")
         if ckpt is not None and main:
-            _atomic_save(
+            atomic_torch_save(
                 {
                     "epoch": epoch + 1,
                     "config": asdict(config),
@@ -384,7 +372,7 @@ def anomaly_scores(
 
 def save_ensemble(model: StudentTeacher, path: str | os.PathLike, **extra) -> None:
     """Write teacher, students, target statistics and ``extra`` metadata to one file, atomically."""
-    _atomic_save(
+    atomic_torch_save(
         {
             "teacher_config": asdict(model.teacher.config),
             "teacher": model.teacher.state_dict(),

@@ -76,6 +76,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ust.data.transforms import imagenet_normalize, to_three_channels
+from ust.io import atomic_torch_save
 from ust.paths import resolve
 
 __all__ = [
@@ -477,13 +478,6 @@ class IGD(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _check_train_images(images: torch.Tensor, config: IGDConfig) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         images = torch.as_tensor(np.asarray(images))
@@ -648,7 +642,7 @@ def train_igd(
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if ckpt_path is not None:
-            _atomic_save(
+            atomic_torch_save(
                 {
                     "epoch": epoch + 1,
                     "model": model.state_dict(),

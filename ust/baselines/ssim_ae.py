@@ -55,6 +55,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ust.data.transforms import resize
+from ust.io import atomic_torch_save
 from ust.paths import resolve
 
 __all__ = [
@@ -230,13 +231,6 @@ def to_grayscale(images: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _crop_positions(n: int, h: int, w: int, size: int, count: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (count,), generator=g)
@@ -335,7 +329,7 @@ def train_ssim_ae(
             {"epoch": epoch + 1, "loss": total / count, "seconds": time.perf_counter() - t0}
         )
         if ckpt_path is not None:
-            _atomic_save(
+            atomic_torch_save(
                 {
                     "epoch": epoch + 1,
                     "model": model.state_dict(),

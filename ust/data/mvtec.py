@@ -20,12 +20,11 @@ from __future__ import annotations
 import glob
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -34,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ust.data.transforms import resize, to_three_channels
+from ust.io import atomic_write  # noqa: F401  (re-exported: part of this module's API)
 
 TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 OBJECTS: tuple[str, ...] = (
@@ -534,26 +534,6 @@ def anomaly_map_path(out_dir: str | os.PathLike, category: str, defect: str, ima
     if not stem:
         raise ValueError(f"empty image id: {image_id!r}")
     return Path(out_dir) / category / "test" / defect / f"{stem}.tiff"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file atomically: ``write(fh)`` fills a temp file in the same folder, which then
-    replaces ``path`` (``os.replace``); on any error the temp file is removed. Parents are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh hidden name in the same folder ("x" mode: never clobbers; permissions follow umask).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_anomaly_map(path: str | os.PathLike, array: np.ndarray | torch.Tensor) -> Path:
