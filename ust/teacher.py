@@ -21,7 +21,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ from ust import distributed as ddp
 from ust.data.patches import PatchTriplets
 from ust.data.transforms import imagenet_normalize
 from ust.distillation import DistillationTarget
+from ust.io import atomic_torch_save, atomic_write_text
 from ust.losses import decorrelation_loss, distillation_loss, triplet_loss
 from ust.networks import NetConfig, PatchNet
 
@@ -166,30 +166,13 @@ def default_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
     return out, out.with_suffix(".ckpt"), out.with_name(out.stem + "_loss.csv")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_save(obj, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def _write_csv(rows: list[dict], path: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if _isnan(row[k]) else row[k]) for k in LOG_COLUMNS})
-    _atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write_text(path, buf.getvalue())
 
 
 def _isnan(v) -> bool:
@@ -435,7 +418,7 @@ def pretrain(
 
     def save_checkpoint() -> None:
         if main:
-            _atomic_save(
+            atomic_torch_save(
                 {
                     "format": FILE_FORMAT,
                     "config": asdict(cfg),
@@ -553,7 +536,7 @@ def pretrain(
         "world_size": world,
     }
     if main:
-        _atomic_save(
+        atomic_torch_save(
             {
                 "format": FILE_FORMAT,
                 "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
