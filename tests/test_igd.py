@@ -31,15 +31,6 @@ from ust.baselines.igd import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: OpenMP with 2 threads is several times slower than 1 under contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(**kw) -> IGDConfig:
     base = dict(image_size=8, batch_size=4, epochs=1, progress=False, seed=3)
     base.update(kw)

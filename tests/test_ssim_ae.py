@@ -17,15 +17,6 @@ from ust.baselines.ssim_ae import (
     train_ssim_ae,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TABLE_OUTPUTS = [
     (32, 64, 64),
     (32, 32, 32),
