@@ -186,19 +186,16 @@ def test_resume_equals_uninterrupted(tmp_path):
         train_igd(x, _tiny(epochs=2, lambda3=0.2), checkpoint_dir=tmp_path)
 
 
-def test_pretrained_missing_raises_with_path(tmp_path):
+def test_pretrained_missing_raises_with_path(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere" / "r18.pth"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         IGDEncoder(stem="imagenet", pretrained=True, pretrained_path=missing)
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        expected = str(tmp_path / "hub" / "checkpoints" / RESNET18_IMAGENET_FILE)
-        with pytest.raises(FileNotFoundError) as err:
-            IGD(IGDConfig(image_size=32, pretrained=True))
-        assert expected in str(err.value)
-    finally:
-        torch.hub.set_dir(old)
+    # TORCH_HOME, not torch.hub.set_dir(): set_dir pins the hub folder for every later test.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    expected = str(tmp_path / "th" / "hub" / "checkpoints" / RESNET18_IMAGENET_FILE)
+    with pytest.raises(FileNotFoundError) as err:
+        IGD(IGDConfig(image_size=32, pretrained=True))
+    assert expected in str(err.value)
 
 
 def test_pretrained_loads_given_file(tmp_path):

@@ -198,12 +198,18 @@ def _pool_space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
     """Multi-pooling: an s×s max-pool at every one of the s² offsets, stacked along the batch.
 
     (N, C, H, W) → (s²·N, C, h, w) with h = (H − s + 1) // s; batch index (i·s + j)·N + n holds
-    the pool windows whose top-left corners are rows i::s and columns j::s. Computed as maxima of
-    strided views in NHWC order, which writes the rearranged result once (no separate pool, permute
-    and layout copies); the result is channels-last.
+    the pool windows whose top-left corners are rows i::s and columns j::s. Without autograd it is
+    computed as maxima of strided views in NHWC order, which writes the rearranged result once (no
+    separate pool, permute and layout copies; the result is channels-last).
     """
     n, c, hh, ww = x.shape
     h, w = (hh - s + 1) // s, (ww - s + 1) // s
+    if torch.is_grad_enabled() and x.requires_grad:
+        # Training: max_pool2d routes the gradient of a tie to one element exactly like the patch
+        # network does (torch.maximum would split it), so dense and patch-wise gradients agree.
+        y = F.max_pool2d(x, s, 1)[:, :, : s * h, : s * w]
+        y = y.reshape(n, c, h, s, w, s).permute(3, 5, 0, 1, 2, 4)
+        return y.reshape(s * s * n, c, h, w)
     xv = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view when x is channels-last
     rows = xv[:, 0 : hh - s + 1]
     for di in range(1, s):  # max over the window's rows, at stride 1
@@ -212,22 +218,12 @@ def _pool_space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
     def cell(i: int, j: int, dj: int) -> torch.Tensor:
         return rows[:, i : i + s * (h - 1) + 1 : s, j + dj : j + dj + s * (w - 1) + 1 : s]
 
-    if torch.is_grad_enabled() and x.requires_grad:
-        parts = []
-        for i in range(s):
-            for j in range(s):
-                m = cell(i, j, 0)
-                for dj in range(1, s):
-                    m = torch.maximum(m, cell(i, j, dj))
-                parts.append(m)
-        out = torch.stack(parts)
-    else:
-        out = x.new_empty(s * s, n, h, w, c)
-        for k in range(s * s):
-            i, j = divmod(k, s)
-            torch.maximum(cell(i, j, 0), cell(i, j, 1 % s), out=out[k])
-            for dj in range(2, s):
-                torch.maximum(out[k], cell(i, j, dj), out=out[k])
+    out = x.new_empty(s * s, n, h, w, c)
+    for k in range(s * s):
+        i, j = divmod(k, s)
+        torch.maximum(cell(i, j, 0), cell(i, j, 1 % s), out=out[k])
+        for dj in range(2, s):
+            torch.maximum(out[k], cell(i, j, dj), out=out[k])
     return out.reshape(s * s * n, h, w, c).permute(0, 3, 1, 2)
 
 
