@@ -9,9 +9,28 @@ is 1, hence ‖C‖²_F ≥ (tr C)² / rank(C) ≥ d² / (B − 1), and the squa
 can never fall below ``rank_bound(d, B) = d²/(B−1) − d``. With the paper's batch B = 64 < d = 128 the
 floor is 128²/63 − 128 ≈ 132.1, two orders of magnitude above a triplet loss of ≈ 1 (margin 1), so with
 unit weights L_c dominates the gradient. ``normalized=True`` divides by the number of off-diagonal
-entries d(d − 1), i.e. it reports the *mean* squared correlation (floor ≈ 0.0081 at B = 64, d = 128,
-init ≈ 0.1-0.5), which keeps the three terms on comparable scales while keeping the paper's
-objective's minimisers. ``normalized=False`` is the paper's raw sum.
+entries d(d − 1), i.e. it is the *mean* squared correlation (floor 132.1/16256 ≈ 0.0081 at B = 64,
+d = 128), which keeps L_c and L_m on comparable scales; its minimisers are the paper's.
+``normalized=False`` is the raw sum (``squared=False``: the paper's unsquared sum).
+
+Measured (λ_k = 0, λ_m = λ_c = 1, batch 64, d = 128, 200 Adam steps at lr 2e-4 on the embedded
+photographs; held-out triplet accuracy on 1000 triplets of never-seen images):
+
+====  ================  ==================  =================  ===============
+p     L_c form          L_c init → end      L_m init → end     accuracy
+====  ================  ==================  =================  ===============
+17    mean (default)    0.243 → 0.148       0.826 → 0.115      0.875 → 0.977
+17    raw Σ C²          3943 → 773          0.826 → 0.650      0.875 → 0.895
+17    raw Σ C           27.4 → −127.6       0.826 → 0.567      0.875 → 0.925
+17    none (λ_c = 0)    –                   0.826 → 0.126      0.875 → 0.972
+33    mean (default)    0.203 → 0.090       0.827 → 0.076      0.641 → 0.978
+33    raw Σ C²          3293 → 535          0.827 → 0.997      0.641 → 0.736
+====  ================  ==================  =================  ===============
+
+(end = mean of the last 50 steps). With the raw sum the triplet term barely moves (p = 33: it gets
+worse) while L_c is still 4-6× above its rank floor; the normalised form learns as fast as L_m alone.
+With λ_k > 0 the balance differs: L_k (a squared distance of 512-d ResNet features) is itself large,
+so raw L_c may be the better match there; both forms stay selectable.
 """
 
 from __future__ import annotations
