@@ -111,3 +111,14 @@ def test_stage_dependencies_exist():
                 continue
             assert (ROOT / dep).exists(), f"missing dependency {dep}"
     assert Path(ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_readme_results_blocks_equal_pipeline_outputs():
+    """Every results block of the README is a verbatim copy of a file the report stage wrote."""
+    from ust.readme import MARKER, sync_readme
+
+    text = (ROOT / "README.md").read_text()
+    embedded = [m.group("path") for m in MARKER.finditer(text)]
+    assert {"figures/teachers.md", "figures/oneclass.md", "figures/mvtec.md"} <= set(embedded)
+    assert all((ROOT / path).exists() for path in embedded)
+    assert sync_readme(check=True) == []

@@ -238,15 +238,17 @@ def _unwarp(x: torch.Tensor, strides: list[int]) -> torch.Tensor:
         return x
     big, c, h, w = x.shape
     levels = len(strides)
-    n = big // (int(torch.tensor(strides).prod()) ** 2)
+    total = int(torch.tensor(strides).prod())
+    n = big // (total * total)
     dims = [d for s in reversed(strides) for d in (s, s)]  # i_L, j_L, …, i_1, j_1
-    x = x.reshape(*dims, n, c, h, w)
+    # Work in NHWC order: the channel vector of each position stays one contiguous run, so the
+    # gather copies 4·C-byte blocks instead of single floats (the input is channels-last).
+    x = x.permute(0, 2, 3, 1).reshape(*dims, n, h, w, c)
     i_axes = [2 * k for k in range(levels)]  # i_L … i_1: outermost spatial factor first
     j_axes = [2 * k + 1 for k in range(levels)]
-    nb, cb, hb, wb = 2 * levels, 2 * levels + 1, 2 * levels + 2, 2 * levels + 3
-    x = x.permute(nb, cb, hb, *i_axes, wb, *j_axes)
-    total = int(torch.tensor(strides).prod())
-    return x.reshape(n, c, h * total, w * total)
+    nb, hb, wb, cb = 2 * levels, 2 * levels + 1, 2 * levels + 2, 2 * levels + 3
+    x = x.permute(nb, hb, *i_axes, wb, *j_axes, cb).reshape(n, h * total, w * total, c)
+    return x.permute(0, 3, 1, 2)  # (N, C, H, W), channels-last in memory
 
 
 class DenseNet(nn.Module):
@@ -288,7 +290,9 @@ class DenseNet(nn.Module):
         return n * stride
 
     def _padded_len(self, size: int) -> int:
-        n = size + self.p - 1
+        # Output r reads padded rows [r, r + rf): rows past size + rf − 1 are never needed (the
+        # last p − rf rows of every window are dropped by floor pooling), so start from there.
+        n = size + self.patch.rf - 1
         while self._final_len(n) < size:
             n += 1
         return n
