@@ -18,16 +18,21 @@ def save_random_teacher(path, p):
     torch.save({"state_dict": net.state_dict(), "net_config": asdict(net.config)}, path)
 
 
-def test_mvtec_command_writes_metrics_and_maps(tmp_path, capsys):
-    root = tmp_path / "data"
+@pytest.fixture
+def root(tmp_path):
+    """A tiny synthetic MVTec-layout category `brick` (6 train, 2 good + 4 defective test images)."""
     make_synthetic_mvtec(
-        root,
+        tmp_path / "data",
         categories=("brick",),
         image_size=32,
         n_train=6,
         n_test_good=2,
         n_test_defect_per_type=1,
     )
+    return tmp_path / "data"
+
+
+def test_mvtec_command_writes_metrics_and_maps(tmp_path, root, capsys):
     teachers = tmp_path / "teachers"
     save_random_teacher(teachers / "p17.pt", 17)
     save_random_teacher(teachers / "p33" / "mc" / "teacher.pt", 33)  # the pipeline's layout
@@ -66,16 +71,7 @@ def test_mvtec_command_writes_metrics_and_maps(tmp_path, capsys):
     assert len(maps) == 2 + 4  # 2 good + 1 per defect type (4 types)
 
 
-def test_mvtec_command_errors_before_writing(tmp_path, capsys):
-    root = tmp_path / "data"
-    make_synthetic_mvtec(
-        root,
-        categories=("brick",),
-        image_size=32,
-        n_train=6,
-        n_test_good=2,
-        n_test_defect_per_type=1,
-    )
+def test_mvtec_command_errors_before_writing(tmp_path, root, capsys):
     out = tmp_path / "out"
     code = main(
         [
