@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
+from idx_format import write_idx_gz
 
 from ust.data import oneclass
 from ust.data.oneclass import (
@@ -30,15 +29,6 @@ N_TEST_PER_CLASS = 3
 
 # ------------------------------------------------------------------------------------------------
 # fixture writers (real formats)
-
-
-def write_idx_gz(path, arr: np.ndarray) -> None:
-    """IDX file as published by LeCun/Zalando: magic 0x00000803 (uint8, 3-D) or 0x00000801 (1-D)."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    magic = {3: 0x00000803, 1: 0x00000801}[arr.ndim]
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.tobytes())
 
 
 def idx_images(n_per_class: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:

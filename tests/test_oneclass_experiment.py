@@ -9,14 +9,13 @@ separates them even with a random teacher and a few student epochs.
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from idx_format import write_idx_gz
 from sklearn.metrics import roc_auc_score
 
 from ust.baselines.igd import IGDConfig
@@ -43,15 +42,6 @@ N_TEST_PER_CLASS = 10
 
 # ------------------------------------------------------------------------------------------------
 # fixture: IDX gz files with an obvious anomaly structure
-
-
-def _write_idx_gz(path, arr: np.ndarray) -> None:
-    """IDX as published: big-endian magic 0x00000803 (uint8, 3-D) / 0x00000801 (1-D), then sizes."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    magic = {3: 0x00000803, 1: 0x00000801}[arr.ndim]
-    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.tobytes())
 
 
 def _bars(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -109,8 +99,8 @@ def data(tmp_path_factory):
     raw.mkdir(parents=True)
     for split, n, seed in (("train", N_TRAIN_PER_CLASS, 1), ("t10k", N_TEST_PER_CLASS, 2)):
         imgs, labels = _split(n, seed)
-        _write_idx_gz(raw / f"{split}-images-idx3-ubyte.gz", imgs)
-        _write_idx_gz(raw / f"{split}-labels-idx1-ubyte.gz", labels)
+        write_idx_gz(raw / f"{split}-images-idx3-ubyte.gz", imgs)
+        write_idx_gz(raw / f"{split}-labels-idx1-ubyte.gz", labels)
     # 25 % validation: 10 images, enough for a stable e/v normalisation on this tiny set
     return load_oneclass("mnist", root, 0, val_fraction=0.25)
 
