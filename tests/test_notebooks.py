@@ -106,7 +106,16 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         assert metrics["patch_size"] == p
         assert (repo / f"results/notebooks/10_teacher-p{p}-mc.ipynb").exists()
     oneclass = json.loads((repo / "results/oneclass/mnist-0/metrics.json").read_text())
-    assert set(oneclass["auc"]) == {"students:mc", "1nn", "kmeans", "ocsvm", "l2ae", "vae", "igd"}
+    assert set(oneclass["auc"]) == {
+        "students:mc",
+        "1nn_pixels",
+        "1nn",
+        "kmeans",
+        "ocsvm",
+        "l2ae",
+        "vae",
+        "igd",
+    }
     assert all(0.0 <= v <= 1.0 for v in oneclass["auc"].values())
     for cat in ("brick", "grass"):
         fused = json.loads((repo / f"results/mvtec/{cat}-multiscale/metrics.json").read_text())
@@ -119,11 +128,17 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         "teachers.md",
         "oneclass.md",
         "mvtec.md",
+        "timings.md",
         "figure1_mvtec.png",
         "figure4_mds.png",
         "figure5_receptive_fields.png",
     ):
         assert (repo / "figures" / name).stat().st_size > 0
+    timings = (repo / "figures/timings.md").read_text()
+    assert "Stage wall-clock times of profile `smoke`" in timings
+    assert "| teacher | 3 |" in timings and "| mds | 1 |" in timings
+    assert "(profile `smoke`): `teacher.iterations`" in (repo / "figures/oneclass.md").read_text()
+    assert (repo / "build/preflight.ok").read_text().startswith("preflight passed")
     status = sh(str(BIN / "dvc"), "status")
     assert status.returncode == 0
     assert "up to date" in status.stdout, status.stdout

@@ -27,6 +27,24 @@ def resnet18_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILENAME
 
 
+def _check_hash_prefix(path: Path) -> None:
+    """torchvision names hub files ``<name>-<first 8 hex digits of their SHA-256>.pth`` and checks
+    that on download; check it here too, so a truncated or foreign file in the cache is refused."""
+    import hashlib
+
+    prefix = path.stem.rsplit("-", 1)[-1]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(prefix):
+        raise FileNotFoundError(
+            f"{path} is not torchvision's {RESNET18_FILENAME}: its SHA-256 starts with "
+            f"{digest.hexdigest()[:8]}, expected {prefix}. Delete it and copy the real file from "
+            f"{RESNET18_URL} (or set `teacher.resnet_weights` to a local copy)."
+        )
+
+
 def load_resnet18(
     weights_path: str | os.PathLike | None = None, *, allow_download: bool = False
 ) -> nn.Module:
@@ -51,6 +69,7 @@ def load_resnet18(
     else:
         cached = resnet18_cache_path()
         if cached.is_file():
+            _check_hash_prefix(cached)
             state = torch.load(cached, map_location="cpu", weights_only=True)
         elif allow_download:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)

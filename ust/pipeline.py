@@ -146,7 +146,10 @@ def run_oneclass(data, out_dir: str | os.PathLike, *, progress: bool = True) -> 
     """Students for each configured p = 33 teacher, the feature baselines on the first teacher's
     descriptors, and IGD; one result JSON per method in ``out_dir``; returns {label: auc}."""
     from ust.baselines.igd import IGDConfig
+    from ust.metrics import roc_auc
     from ust.oneclass_experiment import (
+        PIXEL_BASELINE,
+        pixel_nn_scores,
         result_record,
         run_feature_baselines,
         run_igd,
@@ -174,10 +177,14 @@ def run_oneclass(data, out_dir: str | os.PathLike, *, progress: bool = True) -> 
         write_class_result(res, out / f"students-{losses}.json")
         summary[f"students:{losses}"] = res["auc"]
     baseline_teacher = load_teacher(cfg["p"], cfg["teacher_configs"][0], device)
+    if PIXEL_BASELINE in cfg["baselines"]:
+        auc = roc_auc(pixel_nn_scores(data), data.test_labels.numpy())
+        write_class_result(result_record(data, PIXEL_BASELINE, auc), out / f"{PIXEL_BASELINE}.json")
+        summary[PIXEL_BASELINE] = auc
     aucs = run_feature_baselines(
         data,
         baseline_teacher,
-        methods=tuple(cfg["baselines"]),
+        methods=tuple(m for m in cfg["baselines"] if m != PIXEL_BASELINE),
         p=int(cfg["p"]),
         ae_epochs=int(cfg["ae_epochs"]),
         ae_lr=float(cfg["ae_lr"]),

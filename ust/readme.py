@@ -1,8 +1,10 @@
 """Tables the pipeline writes into ``figures/`` and their copies embedded in ``README.md``.
 
 Every number in a README results table comes from a file a stage wrote: the report stage writes
-``figures/*.md`` from the stages' metrics files, and ``python -m ust.readme sync`` copies each one
-between its ``<!-- BEGIN figures/X.md -->`` / ``<!-- END figures/X.md -->`` markers in the README.
+``figures/*.md`` from the stages' metrics files, ``python -m ust.readme snapshot`` keeps a copy of
+them under ``figures/<profile>/`` (so that a quick default run does not replace the README's
+``offline_full`` tables), and ``python -m ust.readme sync`` copies each file between its
+``<!-- BEGIN figures/X.md -->`` / ``<!-- END figures/X.md -->`` markers in the README.
 """
 
 from __future__ import annotations
@@ -18,6 +20,169 @@ from ust.io import atomic_write_text
 from ust.paths import ROOT, resolve
 
 MARKER = re.compile(r"<!-- BEGIN (?P<path>\S+) -->\n.*?<!-- END (?P=path) -->", re.S)
+
+#: files of ``figures/`` that :func:`snapshot` copies to ``figures/<profile>/``
+SNAPSHOT_FILES = (
+    "teachers.md",
+    "oneclass.md",
+    "mvtec.md",
+    "timings.md",
+    "summary.json",
+    "figure1_mvtec.png",
+    "figure4_mds.png",
+    "figure5_receptive_fields.png",
+)
+
+_TEACHER_BUDGET = (("teacher", "iterations"), ("teacher", "batch_size"))
+#: settings a cheaper profile may reduce, per table; :func:`run_instead` lists those that differ
+#: from ``profiles/paper.yaml``
+BUDGET_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "teachers": _TEACHER_BUDGET,
+    "oneclass": _TEACHER_BUDGET
+    + tuple(
+        ("oneclass_train", k)
+        for k in (
+            "epochs",
+            "max_train",
+            "max_test",
+            "ae_epochs",
+            "igd_epochs",
+            "igd_max_train",
+            "igd_batch",
+        )
+    ),
+    "mvtec": _TEACHER_BUDGET
+    + tuple(
+        ("mvtec_data", k)
+        for k in ("image_size", "n_train", "n_test_good", "n_test_defect_per_type")
+    )
+    + (("mvtec_train", "image_size"), ("mvtec_train", "epochs"))
+    + tuple(
+        ("mvtec_baselines", k)
+        for k in (
+            "n_1nn",
+            "n_fit",
+            "ae_epochs",
+            "ssim_ae_epochs",
+            "ssim_ae_image_size",
+            "ssim_ae_patches",
+            "ssim_ae_batch",
+            "ssim_ae_stride",
+        )
+    ),
+}
+
+
+def _setting(value) -> str:
+    return "all" if value is None else str(value)
+
+
+def run_instead(table: str, params: dict | None = None, paper: dict | None = None) -> str:
+    """The sentence that says which of the paper's settings a table's profile did not run.
+
+    Compares the :data:`BUDGET_KEYS` of ``table`` ("teachers", "oneclass", "mvtec") in ``params``
+    (default: the active parameters) with ``paper`` (default: ``profiles/paper.yaml``); returns
+    "" for the paper profile itself.
+    """
+    params = load_params() if params is None else params
+    if params.get("profile") == "paper":
+        return ""
+    paper = load_params(resolve("profiles/paper.yaml")) if paper is None else paper
+    diffs = [
+        f"`{sec}.{key}` {_setting(params[sec][key])} (paper: {_setting(paper[sec][key])})"
+        for sec, key in BUDGET_KEYS[table]
+        if params[sec][key] != paper[sec][key]
+    ]
+    if not diffs:
+        return "Iteration counts and sizes: the paper's.\n\n"
+    return (
+        f"Run instead of the paper's settings (profile `{params.get('profile')}`): "
+        + "; ".join(diffs)
+        + ".\n\n"
+    )
+
+
+def stage_durations(notebooks_dir: str | os.PathLike = "results/notebooks") -> dict[str, float]:
+    """Wall-clock seconds of every executed stage notebook, from papermill's metadata
+    (``metadata.papermill.duration``), keyed by the notebook's file stem."""
+    out = {}
+    for path in sorted(resolve(notebooks_dir).glob("*.ipynb")):
+        meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+        if meta.get("duration") is None:
+            raise ValueError(
+                f"{path} has no papermill duration: it did not finish; re-run its stage "
+                "(`dvc repro --force <stage>`)"
+            )
+        out[path.stem] = float(meta["duration"])
+    if not out:
+        raise FileNotFoundError(f"no executed notebooks under {resolve(notebooks_dir)}")
+    return out
+
+
+_STAGE_GROUPS = (
+    ("10_teacher-", "teacher"),
+    ("20_one_class-fashion_mnist-", "oneclass, Fashion-MNIST"),
+    ("20_one_class-mnist-", "oneclass, MNIST"),
+    ("20_one_class-cifar10-", "oneclass, CIFAR-10"),
+    ("30_mvtec-", "mvtec (single scale)"),
+    ("31_mvtec-", "mvtec_category (multiscale + baselines)"),
+    ("40_mds", "mds"),
+)
+
+
+def timings_table(notebooks_dir: str | os.PathLike = "results/notebooks") -> str:
+    """Markdown: wall-clock time of the stages by group (sum, count, mean, max) and the machine."""
+    import platform
+
+    import torch
+
+    durations = stage_durations(notebooks_dir)
+    groups: dict[str, list[float]] = {}
+    for stem, seconds in durations.items():
+        name = next((g for prefix, g in _STAGE_GROUPS if stem.startswith(prefix)), stem)
+        groups.setdefault(name, []).append(seconds)
+    device = (
+        f"CUDA {torch.cuda.get_device_name(0)}"
+        if torch.cuda.is_available()
+        else "no GPU (CPU only)"
+    )
+    params = load_params()
+    lines = [
+        f"Stage wall-clock times of profile `{params['profile']}` (papermill's duration of each "
+        f"executed notebook) on {os.cpu_count()} CPU cores ({platform.machine()}), torch "
+        f"{torch.__version__}, {device}.\n",
+        "| stages | count | total min | mean s | max s |",
+        "|---|---|---|---|---|",
+    ]
+    total = 0.0
+    for name, values in groups.items():
+        total += sum(values)
+        lines.append(
+            f"| {name} | {len(values)} | {sum(values) / 60:.1f} | "
+            f"{sum(values) / len(values):.0f} | {max(values):.0f} |"
+        )
+    lines.append(f"| **all notebook stages** | {len(durations)} | {total / 60:.1f} | – | – |")
+    return "\n".join(lines) + "\n"
+
+
+def snapshot(out_root: str | os.PathLike = "figures") -> Path:
+    """Copy the report's files from ``figures/`` to ``figures/<active profile>/``; returns that
+    folder. Files the profile did not produce are reported, not skipped silently."""
+    import shutil
+
+    root = resolve(out_root)
+    missing = [name for name in SNAPSHOT_FILES if not (root / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{root} lacks {', '.join(missing)}: run `dvc repro` (the report stage writes them)"
+        )
+    dest = root / str(load_params()["profile"])
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SNAPSHOT_FILES:
+        tmp = dest / f".{name}.tmp"
+        shutil.copyfile(root / name, tmp)
+        os.replace(tmp, dest / name)
+    return dest
 
 
 def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
@@ -42,7 +207,8 @@ def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
         f"decorrelation {'normalised by d(d−1)' if t['decorrelation_normalized'] else 'raw sum'}. "
         "Triplet accuracy: fraction of held-out triplets (images never used in training) with "
         "d(anchor, positive) < d(anchor, negative).\n\n"
-        "| p | losses | λ_k / λ_m / λ_c | iterations | triplet acc. (random init) | "
+        + run_instead("teachers", params)
+        + "| p | losses | λ_k / λ_m / λ_c | iterations | triplet acc. (random init) | "
         "triplet acc. (trained) | it/s |\n|---|---|---|---|---|---|---|\n"
     )
     return head + "\n".join(rows) + "\n"
@@ -61,7 +227,7 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
 
     df = collect_results(resolve(results_dir))
     profile = load_params()["profile"]
-    parts, means = [], {}
+    parts, means = [run_instead("oneclass").rstrip("\n") + "\n"], {}
     for dataset in sorted(df["dataset"].unique()):
         label = default_data_label(df, dataset)
         rows = df[df["dataset"] == dataset]
@@ -97,7 +263,11 @@ def mvtec_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str,
     )
     t3, t2 = tables(results_dir, cats, label, params["profile"])
     text = (
-        "#### AU-PRO by receptive field (Table 3)\n\n" + t3 + "\n#### Baselines (Table 2)\n\n" + t2
+        run_instead("mvtec", params)
+        + "#### AU-PRO by receptive field (Table 3)\n\n"
+        + t3
+        + "\n#### Baselines (Table 2)\n\n"
+        + t2
     )
     summary = {c: category_summary(resolve(results_dir) / f"{c}-multiscale") for c in cats}
     return text, summary
@@ -142,6 +312,7 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     atomic_write_text(out / "oneclass.md", oc_text)
     mv_text, mv_summary = mvtec_tables()
     atomic_write_text(out / "mvtec.md", mv_text)
+    atomic_write_text(out / "timings.md", timings_table())
     mvtec_figures(out=out)
     shutil.copyfile(resolve("results/mds/figure4_mds.png"), out / "figure4_mds.png")
     summary = {
@@ -194,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("teachers", help="write figures/teachers.md from results/teachers")
     sub.add_parser("tables", help="write every figures/ table, summary.json and figure")
+    sub.add_parser("snapshot", help="copy figures/ files to figures/<active profile>/")
     sync = sub.add_parser("sync", help="copy figures/*.md into README.md between markers")
     sync.add_argument("--check", action="store_true", help="only report stale blocks (exit 1)")
     args = parser.parse_args(argv)
@@ -203,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "tables":
         write_tables()
         print("figures/ written")
+        return 0
+    if args.cmd == "snapshot":
+        print(f"figures copied to {snapshot()}")
         return 0
     stale = sync_readme(check=args.check)
     print("\n".join(stale) if stale else "README up to date")

