@@ -28,6 +28,7 @@ system-data:
 reproduce: venv system-data
 	$(if $(PROFILE),$(BIN)/python -m ust.config use $(PROFILE),)
 	$(BIN)/dvc repro
+	$(BIN)/python -m ust.readme snapshot
 	$(BIN)/python -m ust.readme sync
 
 test: venv

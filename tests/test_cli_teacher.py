@@ -34,6 +34,18 @@ def test_teacher_command_writes_loadable_file(tmp_path, capsys):
     assert blob["loss_config"]["lambda_k"] == 0 and blob["loss_config"]["decorrelation_normalized"]
 
 
+def test_only_rank_zero_prints_the_summary(tmp_path, monkeypatch, capsys):
+    argv = ["teacher", "--images", "embedded", "--patch-size", "17", "--iterations", "1"]
+    argv += ["--batch-size", "2", "--lambda-k", "0", "--lambda-m", "1", "--lambda-c", "0"]
+    argv += ["--device", "cpu", "--eval-triplets", "4", "--no-progress"]
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets on the second process
+    assert main(argv + ["--out", str(tmp_path / "a.pt")]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv + ["--out", str(tmp_path / "b.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 1
+
+
 def test_teacher_help_mentions_every_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["teacher", "--help"])

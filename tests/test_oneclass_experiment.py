@@ -26,6 +26,7 @@ from ust.oneclass_experiment import (
     FEATURE_BASELINES,
     collect_results,
     igd_images,
+    pixel_nn_scores,
     result_record,
     run_feature_baselines,
     run_igd,
@@ -191,6 +192,16 @@ def test_feature_baselines_smoke(data, teacher):
     assert aucs["1nn"] > 0.9  # distances in descriptor space already separate this fixture
     with pytest.raises(ValueError, match="unknown feature baseline"):
         run_feature_baselines(data, teacher, methods=("knn",))
+
+
+def test_pixel_nn_reference_is_the_raw_nearest_neighbour_distance(data):
+    scores = pixel_nn_scores(data)
+    normal = torch.cat([data.train, data.val]).flatten(1).double()
+    test = data.test.flatten(1).double()
+    expected = torch.cdist(test, normal).min(1).values.numpy()
+    assert scores.shape == (len(data.test),) and scores.dtype == np.float64
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    assert roc_auc_score(data.test_labels.numpy(), scores) > 0.95
 
 
 def test_igd_images_pad_is_lossless_and_resize_keeps_range(data):

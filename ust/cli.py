@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -139,7 +140,8 @@ def run_teacher(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2))
     return 0
 
 
