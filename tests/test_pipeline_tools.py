@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from ust import preflight
+from ust.baselines.igd import IGDEncoder
 from ust.config import load_params
 from ust.distillation import RESNET18_FILENAME, load_resnet18
 from ust.paths import ROOT
@@ -165,3 +166,7 @@ def test_a_foreign_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):
     torch.save({"not": torch.zeros(1)}, cached)
     with pytest.raises(FileNotFoundError, match=r"is not torchvision's resnet18-f37072fd\.pth"):
         load_resnet18()
+    with pytest.raises(
+        FileNotFoundError, match=r"SHA-256 starts with [0-9a-f]{8}, expected f37072fd"
+    ):
+        IGDEncoder(stem="imagenet", pretrained=True)

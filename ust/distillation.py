@@ -27,7 +27,7 @@ def resnet18_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILENAME
 
 
-def _check_hash_prefix(path: Path) -> None:
+def check_hub_file(path: Path) -> None:
     """torchvision names hub files ``<name>-<first 8 hex digits of their SHA-256>.pth`` and checks
     that on download; check it here too, so a truncated or foreign file in the cache is refused."""
     import hashlib
@@ -69,7 +69,7 @@ def load_resnet18(
     else:
         cached = resnet18_cache_path()
         if cached.is_file():
-            _check_hash_prefix(cached)
+            check_hub_file(cached)
             state = torch.load(cached, map_location="cpu", weights_only=True)
         elif allow_download:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)

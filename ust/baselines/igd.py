@@ -303,6 +303,10 @@ class IGDEncoder(nn.Module):
                     f"ImageNet ResNet-18 weights requested but not found; put torchvision's "
                     f"'{RESNET18_IMAGENET_FILE}' (ResNet18_Weights.IMAGENET1K_V1) at: {path}"
                 )
+            if pretrained_path is None:
+                from ust.distillation import check_hub_file
+
+                check_hub_file(path)  # a foreign file under torchvision's name is refused
             state = torch.load(path, map_location="cpu", weights_only=True)
             trunk.load_state_dict(state)
         if stem == "cifar":
