@@ -1,11 +1,13 @@
 """Teacher pretraining: loss configurations, files, exact resume, missing ResNet weights."""
 
 import csv
+import hashlib
 
 import pytest
 import torch
 import torchvision
 
+from ust import distillation
 from ust.distillation import (
     RESNET18_FILENAME,
     DistillationTarget,
@@ -126,6 +128,12 @@ def test_resnet18_loads_from_file_and_hub_cache(tmp_path, monkeypatch, resnet):
     assert isinstance(model.fc, torch.nn.Identity)
     assert torch.equal(model.conv1.weight, resnet.conv1.weight)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    # hub files are named after their SHA-256 prefix, and a mismatch is refused: name this one so
+    monkeypatch.setattr(
+        distillation,
+        "RESNET18_FILENAME",
+        f"resnet18-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth",
+    )
     resnet18_cache_path().parent.mkdir(parents=True)
     resnet18_cache_path().write_bytes(path.read_bytes())
     assert torch.equal(load_resnet18().layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
