@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ust.config import load_params
-from ust.io import atomic_write_text
+from ust.io import atomic_write, atomic_write_text
 from ust.paths import ROOT, resolve
 
 MARKER = re.compile(r"<!-- BEGIN (?P<path>\S+) -->\n.*?<!-- END (?P=path) -->", re.S)
@@ -177,11 +177,9 @@ def snapshot(out_root: str | os.PathLike = "figures") -> Path:
             f"{root} lacks {', '.join(missing)}: run `dvc repro` (the report stage writes them)"
         )
     dest = root / str(load_params()["profile"])
-    dest.mkdir(parents=True, exist_ok=True)
     for name in SNAPSHOT_FILES:
-        tmp = dest / f".{name}.tmp"
-        shutil.copyfile(root / name, tmp)
-        os.replace(tmp, dest / name)
+        with open(root / name, "rb") as src:
+            atomic_write(dest / name, lambda fh, src=src: shutil.copyfileobj(src, fh))
     return dest
 
 
@@ -226,8 +224,9 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
     from ust.report import default_data_label, oneclass_table, to_markdown
 
     df = collect_results(resolve(results_dir))
-    profile = load_params()["profile"]
-    parts, means = [run_instead("oneclass").rstrip("\n") + "\n"], {}
+    params = load_params()
+    profile = params["profile"]
+    parts, means = [run_instead("oneclass", params).rstrip("\n") + "\n"], {}
     for dataset in sorted(df["dataset"].unique()):
         label = default_data_label(df, dataset)
         rows = df[df["dataset"] == dataset]

@@ -16,7 +16,6 @@ Maps are numpy arrays (N, H, W), a single (H, W) map, or a list of (H, W) maps o
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from ust.io import atomic_write
 
 DEFAULT_QUANTILE = 0.99
 DEFAULT_K = 2.326  # Φ⁻¹(0.99) = 2.3263…, SPEC §5.3
@@ -133,17 +134,4 @@ def save_segmentation(path: str | os.PathLike, mask: Any) -> Path:
     if m.ndim != 2:
         raise ValueError(f"segmentation must be 2-D (H, W), got shape {m.shape}")
     img = Image.fromarray(np.where(m > 0, 255, 0).astype(np.uint8))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh hidden name in the same folder ("x" mode: never clobbers; permissions follow umask).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(tmp, "xb") as fh:
-            img.save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
