@@ -26,10 +26,10 @@ system-data:
 
 # Runs the DVC pipeline on the active profile, or on PROFILE=<name> (smoke, default, offline_full, paper).
 reproduce: venv system-data
-	$(if $(PROFILE),$(BIN)/python -m ust.config use $(PROFILE),)
+	$(if $(PROFILE),$(BIN)/python -m ust.experiments.params use $(PROFILE),)
 	$(BIN)/dvc repro
-	$(BIN)/python -m ust.readme snapshot
-	$(BIN)/python -m ust.readme sync
+	$(BIN)/python -m ust.report.readme_sync snapshot
+	$(BIN)/python -m ust.report.readme_sync sync
 
 test: venv
 	$(BIN)/python -m pytest -n 2 -q

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from ust.networks import dense_net, macs_per_pixel, patch_net
+from ust.method.networks import dense_net, macs_per_pixel, patch_net
 
 
 def tune_malloc() -> bool:

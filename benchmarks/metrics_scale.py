@@ -1,9 +1,9 @@
-"""Scale benchmark of ust.metrics on a synthetic "full MVTec category".
+"""Scale benchmark of ust.eval.metrics on a synthetic "full MVTec category".
 
 Builds N float32 anomaly maps of S×S pixels (default 100 × 1024², i.e. ~1e8 pixels, about the
 size of the largest MVTec AD test sets at ground-truth resolution) with blob-shaped ground-truth
-masks (30 % of the images anomaly-free), then times :func:`ust.metrics.au_pro` and
-:func:`ust.metrics.pixel_roc_auc` (validation, labelling and flattening included).
+masks (30 % of the images anomaly-free), then times :func:`ust.eval.metrics.au_pro` and
+:func:`ust.eval.metrics.pixel_roc_auc` (validation, labelling and flattening included).
 
 Memory is the ``tracemalloc`` peak of the allocations made during each call (numpy registers its
 buffers with tracemalloc, so the sort indices and temporaries are counted); the input arrays,
@@ -26,7 +26,7 @@ import tracemalloc
 
 import numpy as np
 
-from ust.metrics import au_pro, pixel_roc_auc
+from ust.eval.metrics import au_pro, pixel_roc_auc
 
 
 def synthetic_category(n_images: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

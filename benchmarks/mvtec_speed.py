@@ -3,10 +3,10 @@
 For each receptive field p and each device (CPU, plus CUDA when available) it prints one JSON line:
 
 * ``train_images_per_s``: optimisation steps per second of ONE student at batch 1 (forward,
-  backward, Adam step; targets precomputed, as in :func:`ust.students.train_students`). An epoch of
+  backward, Adam step; targets precomputed, as in :func:`ust.method.students.train_students`). An epoch of
   an M-student ensemble on N images takes N·M / this value seconds.
 * ``inference_images_per_s``: images per second through the teacher + M students (raw e and v maps,
-  :meth:`ust.students.StudentTeacher.raw_scores`) at batch 1 under ``torch.inference_mode()``.
+  :meth:`ust.method.students.StudentTeacher.raw_scores`) at batch 1 under ``torch.inference_mode()``.
 
 Then one line per device with the peak memory of 3-scale inference (3 teachers + 3 × M students,
 p = 17, 33, 65, one image, maps normalised and fused): ``peak_rss_mb`` is the resident-set peak
@@ -29,9 +29,9 @@ import time
 
 import torch
 
-from ust.networks import PATCH_SIZES, macs_per_pixel, patch_net
-from ust.scoring import ScoreStats, fuse_multiscale, normalized_score
-from ust.students import StudentTeacher, make_students, student_loss
+from ust.method.networks import PATCH_SIZES, macs_per_pixel, patch_net
+from ust.method.scoring import ScoreStats, fuse_multiscale, normalized_score
+from ust.method.students import StudentTeacher, make_students, student_loss
 
 
 def _sync(device: torch.device) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from ust.cli import main
 from ust.data.synthetic import make_synthetic_mvtec
-from ust.networks import patch_net
+from ust.method.networks import patch_net
 
 
 def save_random_teacher(path, p):

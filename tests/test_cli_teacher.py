@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ust.cli import build_parser, main
-from ust.networks import dense_net
-from ust.teacher import load_teacher
+from ust.method.networks import dense_net
+from ust.method.teacher import load_teacher
 
 OPTIONS = (
     "--images", "--patch-size", "--out", "--iterations", "--batch-size", "--lr", "--weight-decay",

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ust import distributed as ddp
+from ust.train import distributed as ddp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,9 @@ WORKER = textwrap.dedent(
 
     import torch
 
-    from ust import distributed as ddp
-    from ust.networks import patch_net
-    from ust.students import (
+    from ust.train import distributed as ddp
+    from ust.method.networks import patch_net
+    from ust.method.students import (
         StudentTeacher, StudentTrainingConfig, fit_target_statistics, make_students,
         train_students,
     )
@@ -56,7 +56,7 @@ WORKER = textwrap.dedent(
 
 
     def teacher_run(out: Path):
-        from ust.teacher import TeacherConfig, pretrain
+        from ust.method.teacher import TeacherConfig, pretrain
 
         cfg = TeacherConfig(
             patch_size=17, d=16, device="cpu", iterations=2, batch_size=4, lambda_k=0,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.linalg import hadamard
 
-from ust.losses import (
+from ust.method.losses import (
     correlation_matrix,
     decorrelation_loss,
     distillation_loss,

@@ -1,4 +1,4 @@
-"""Tests for ust.metrics (SPEC §5.2-§5.3): AU-PRO against hand computations and a literal port of the
+"""Tests for ust.eval.metrics (SPEC §5.2-§5.3): AU-PRO against hand computations and a literal port of the
 official MVTec AD evaluation, ROC-AUC against scikit-learn, and input validation."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from scipy.ndimage import label
 from sklearn.metrics import roc_auc_score
 
-import ust.metrics as metrics
-from ust.metrics import (
+import ust.eval.metrics as metrics
+from ust.eval.metrics import (
     au_pro,
     evaluate_maps,
     image_roc_auc,

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-import ust.mvtec_experiment as mx
+import ust.experiments.mvtec as mx
 from ust.baselines.ssim_ae import SSIMAEConfig
 from ust.data.mvtec import MVTecLayoutError, load_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
-from ust.metrics import trapezoid
-from ust.networks import patch_net
-from ust.students import StudentTrainingConfig, load_ensemble
+from ust.eval.metrics import trapezoid
+from ust.method.networks import patch_net
+from ust.method.students import StudentTrainingConfig, load_ensemble
 
 CAT = "brick"
 ORIG = 32  # side of the synthetic images (original resolution)
@@ -125,8 +125,8 @@ def test_upsampling_is_bilinear_to_original_size(data, runs):
     out, _ = runs[33]
     index = validate_category(data, CAT)
     model, meta = load_ensemble(out / "ensemble.pt")
-    from ust.scoring import ScoreStats
-    from ust.students import anomaly_scores
+    from ust.method.scoring import ScoreStats
+    from ust.method.students import anomaly_scores
 
     s = index.test[-1]
     small = anomaly_scores(
@@ -337,7 +337,7 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
 
 
 def test_figures(tmp_path):
-    from ust.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
+    from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
 
     rng = np.random.default_rng(0)
     images = [rng.random((3, 32, 32)), rng.random((40, 40))]

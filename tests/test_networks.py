@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ust.networks import (
+from ust.method.networks import (
     ARCHITECTURES,
     count_parameters,
     dense_net,

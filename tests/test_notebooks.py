@@ -13,9 +13,9 @@ import papermill
 import pytest
 import torch
 
-from ust.networks import dense_net
+from ust.method.networks import dense_net
+from ust.method.teacher import load_teacher
 from ust.paths import ROOT
-from ust.teacher import load_teacher
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -98,7 +98,7 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         ["git", "-c", "user.email=ci@ust", "-c", "user.name=ci", "commit", "-qm", "copy"],
     ):
         assert sh(*cmd).returncode == 0
-    assert sh(sys.executable, "-m", "ust.config", "use", "smoke").returncode == 0
+    assert sh(sys.executable, "-m", "ust.experiments.params", "use", "smoke").returncode == 0
     run = sh(str(BIN / "dvc"), "repro")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for p in (17, 33, 65):

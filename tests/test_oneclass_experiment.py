@@ -20,9 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from ust.baselines.igd import IGDConfig
 from ust.data.oneclass import load_oneclass, zoom_to_patch
-from ust.figures_oneclass import embed_jointly, ensemble_vectors, mds_figure
-from ust.networks import patch_net
-from ust.oneclass_experiment import (
+from ust.experiments.oneclass import (
     FEATURE_BASELINES,
     collect_results,
     igd_images,
@@ -35,7 +33,9 @@ from ust.oneclass_experiment import (
     teacher_descriptors,
     write_class_result,
 )
-from ust.students import StudentTrainingConfig
+from ust.method.networks import patch_net
+from ust.method.students import StudentTrainingConfig
+from ust.report.figures_oneclass import embed_jointly, ensemble_vectors, mds_figure
 
 N_TRAIN_PER_CLASS = 40
 N_TEST_PER_CLASS = 10

@@ -10,12 +10,18 @@ import pytest
 import torch
 import yaml
 
-from ust import preflight
 from ust.baselines.igd import IGDEncoder
-from ust.config import load_params
-from ust.distillation import RESNET18_FILENAME, load_resnet18
+from ust.experiments import preflight
+from ust.experiments.params import load_params
+from ust.method.distillation import RESNET18_FILENAME, load_resnet18
 from ust.paths import ROOT
-from ust.readme import SNAPSHOT_FILES, run_instead, snapshot, stage_durations, timings_table
+from ust.report.readme_sync import (
+    SNAPSHOT_FILES,
+    run_instead,
+    snapshot,
+    stage_durations,
+    timings_table,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Published constants and paper-vs-measured tables (ust.report)."""
+"""Published constants and paper-vs-measured tables (ust.report.tables_oneclass)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ust.data.oneclass import CLASS_NAMES
-from ust.report import (
+from ust.report.tables_oneclass import (
     DIFFERENCE_ROW,
     IGD_TABLE1,
     PAPER_PER_CLASS,

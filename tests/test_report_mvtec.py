@@ -1,10 +1,10 @@
-"""The paper's MVTec numbers typed into ust.report_mvtec reproduce the means the spec recomputed."""
+"""The paper's MVTec numbers typed into ust.report.tables_mvtec reproduce the means the spec recomputed."""
 
 import numpy as np
 import pytest
 
 from ust.data.mvtec import CATEGORIES
-from ust.report_mvtec import PAPER_TABLE2, PAPER_TABLE3, QUOTED_TABLE2, mvtec_tables
+from ust.report.tables_mvtec import PAPER_TABLE2, PAPER_TABLE3, QUOTED_TABLE2, mvtec_tables
 
 
 def test_published_tables_cover_all_categories_and_recompute_to_the_spec_means():

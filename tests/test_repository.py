@@ -9,7 +9,7 @@ import papermill
 import pytest
 import yaml
 
-from ust.config import load_params, section, use_profile
+from ust.experiments.params import load_params, section, use_profile
 from ust.paths import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -115,7 +115,7 @@ def test_stage_dependencies_exist():
 
 def test_readme_results_blocks_equal_pipeline_outputs():
     """Every results block of the README is a verbatim copy of a file the report stage wrote."""
-    from ust.readme import MARKER, sync_readme
+    from ust.report.readme_sync import MARKER, sync_readme
 
     text = (ROOT / "README.md").read_text()
     embedded = [m.group("path") for m in MARKER.finditer(text)]

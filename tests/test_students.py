@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ust.networks import dense_net, patch_net
-from ust.scoring import (
+from ust.method.networks import dense_net, patch_net
+from ust.method.scoring import (
     RunningMoments,
     ScoreStats,
     fit_score_stats,
@@ -13,7 +13,7 @@ from ust.scoring import (
     predictive_variance,
     regression_error,
 )
-from ust.students import (
+from ust.method.students import (
     StudentTeacher,
     StudentTrainingConfig,
     anomaly_scores,

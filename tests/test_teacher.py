@@ -7,15 +7,15 @@ import pytest
 import torch
 import torchvision
 
-from ust import distillation
-from ust.distillation import (
+from ust.method import distillation
+from ust.method.distillation import (
     RESNET18_FILENAME,
     DistillationTarget,
     load_resnet18,
     resnet18_cache_path,
 )
-from ust.networks import dense_net
-from ust.teacher import (
+from ust.method.networks import dense_net
+from ust.method.teacher import (
     TeacherConfig,
     compute_losses,
     init_teacher,

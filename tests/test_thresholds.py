@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ust.thresholds import (
+from ust.eval.thresholds import (
     binarize,
     estimate_thresholds,
     save_segmentation,

@@ -304,7 +304,7 @@ class IGDEncoder(nn.Module):
                     f"'{RESNET18_IMAGENET_FILE}' (ResNet18_Weights.IMAGENET1K_V1) at: {path}"
                 )
             if pretrained_path is None:
-                from ust.distillation import check_hub_file
+                from ust.method.distillation import check_hub_file
 
                 check_hub_file(path)  # a foreign file under torchvision's name is refused
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,9 +1,9 @@
 """Tables the pipeline writes into ``figures/`` and their copies embedded in ``README.md``.
 
 Every number in a README results table comes from a file a stage wrote: the report stage writes
-``figures/*.md`` from the stages' metrics files, ``python -m ust.readme snapshot`` keeps a copy of
+``figures/*.md`` from the stages' metrics files, ``python -m ust.report.readme_sync snapshot`` keeps a copy of
 them under ``figures/<profile>/`` (so that a quick default run does not replace the README's
-``offline_full`` tables), and ``python -m ust.readme sync`` copies each file between its
+``offline_full`` tables), and ``python -m ust.report.readme_sync sync`` copies each file between its
 ``<!-- BEGIN figures/X.md -->`` / ``<!-- END figures/X.md -->`` markers in the README.
 """
 
@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from ust.config import load_params
+from ust.experiments.params import load_params
 from ust.io import atomic_write, atomic_write_text
 from ust.paths import ROOT, resolve
 
@@ -220,8 +220,8 @@ def write_teachers_table(out: str | os.PathLike = "figures/teachers.md") -> Path
 
 def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tuple[str, dict]:
     """Markdown per dataset (per-class AUC beside the published rows) and mean AUCs per method."""
-    from ust.oneclass_experiment import collect_results
-    from ust.report import default_data_label, oneclass_table, to_markdown
+    from ust.experiments.oneclass import collect_results
+    from ust.report.tables_oneclass import default_data_label, oneclass_table, to_markdown
 
     df = collect_results(resolve(results_dir))
     params = load_params()
@@ -246,8 +246,8 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
 
 def mvtec_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str, dict]:
     """Table 3 and Table 2 shaped Markdown for the categories of the active profile."""
-    from ust.report_mvtec import category_summary
-    from ust.report_mvtec import mvtec_tables as tables
+    from ust.report.tables_mvtec import category_summary
+    from ust.report.tables_mvtec import mvtec_tables as tables
 
     params = load_params()
     cats = list(params["mvtec"]["categories"])
@@ -278,8 +278,8 @@ def mvtec_figures(
     """Figure 1 (one anomalous example per category: input, ground truth, multiscale map) and
     Figure 5 (the same examples for p = 17, 33, 65 and multiscale) across categories."""
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
-    from ust.figures_mvtec import plot_figure1, plot_receptive_fields
-    from ust.pipeline import mvtec_root
+    from ust.report.figures_mvtec import plot_figure1, plot_receptive_fields
+    from ust.stages import mvtec_root
 
     params = load_params()
     root, res = mvtec_root(), resolve(results_dir)
@@ -360,7 +360,7 @@ def sync_readme(readme: str | os.PathLike = "README.md", *, check: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.readme")
+    parser = argparse.ArgumentParser(prog="python -m ust.report.readme_sync")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("teachers", help="write figures/teachers.md from results/teachers")
     sub.add_parser("tables", help="write every figures/ table, summary.json and figure")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
-from ust.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
 from ust.paths import resolve
+from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
 
 # [P] Table 3 (AU-PRO, FPR ≤ 0.3) by receptive field, and [P] Table 2 baselines (SPEC §6.4-6.5).
 PAPER_TABLE3 = {
@@ -93,7 +93,7 @@ def category_figures(
 ) -> list[Path]:
     """Figure 1 panel, Figure 5 scale comparison and PRO curves for the first ``examples``
     anomalous test images of ``category``."""
-    from ust.pipeline import mvtec_root
+    from ust.stages import mvtec_root
 
     root = mvtec_root()
     out = resolve(out_dir)

@@ -2,7 +2,7 @@
 regress the teacher's d-dimensional descriptors, normalised per dimension by their mean and std over
 all training pixels.
 
-The same code serves dense maps (whole images through :func:`ust.networks.dense_net`) and the
+The same code serves dense maps (whole images through :func:`ust.method.networks.dense_net`) and the
 one-vector-per-image mode of the MNIST/CIFAR experiments (images zoomed to p × p, H = W = 1).
 Every method takes images in [0, 1] with 1 or 3 channels; ImageNet normalisation happens here.
 """
@@ -20,11 +20,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ust import distributed as ddp
 from ust.data.transforms import imagenet_normalize, to_three_channels
 from ust.io import atomic_torch_save
-from ust.networks import DenseNet, NetConfig, PatchNet, dense_net
-from ust.scoring import (
+from ust.method.networks import DenseNet, NetConfig, PatchNet, dense_net
+from ust.method.scoring import (
     RunningMoments,
     ScoreStats,
     fit_score_stats,
@@ -32,6 +31,7 @@ from ust.scoring import (
     predictive_variance,
     regression_error,
 )
+from ust.train import distributed as ddp
 
 
 def derive_seed(*parts: int) -> int:
@@ -221,9 +221,9 @@ def train_students(
     written atomically and a later call resumes from it, giving the same weights as an uninterrupted
     run on CPU.
 
-    Data parallel (``torchrun``, see :mod:`ust.distributed`): pass ``distributed=init_from_env()``
+    Data parallel (``torchrun``, see :mod:`ust.train.distributed`): pass ``distributed=init_from_env()``
     (or run inside an initialised process group with several ranks). Every rank draws the same
-    seeded permutation per student and epoch and trains on its :func:`~ust.distributed.shard` of it;
+    seeded permutation per student and epoch and trains on its :func:`~ust.train.distributed.shard` of it;
     each student is wrapped in DistributedDataParallel so gradients are averaged across ranks.
     ``config.batch_size`` is then **per rank** (a step sees ``batch_size × world_size`` images), the
     returned / reported epoch losses are averaged over ranks, and only rank 0 writes the checkpoint

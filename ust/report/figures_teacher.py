@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ust.data.transforms import imagenet_normalize  # noqa: E402
-from ust.networks import PatchNet  # noqa: E402
+from ust.method.networks import PatchNet  # noqa: E402
 
 
 def plot_loss_curves(csv_path: str | os.PathLike, path: str | os.PathLike | None = None):

@@ -1,6 +1,6 @@
 """Check, before any computation, that every dataset and weight file the active profile needs exists.
 
-The first stage of ``dvc.yaml`` runs ``python -m ust.preflight build/preflight.ok``; every computing
+The first stage of ``dvc.yaml`` runs ``python -m ust.experiments.preflight build/preflight.ok``; every computing
 stage depends on that file, so a missing MVTec AD category, CIFAR-10 folder or ResNet-18 weight
 file stops ``dvc repro`` before the first teacher trains, with one message per problem that says
 where the file was expected and how to obtain it. Datasets with ``download: true`` are downloaded
@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ust.config import load_params
+from ust.experiments.params import load_params
 from ust.io import atomic_write_text
 from ust.paths import resolve
 
@@ -71,7 +71,7 @@ def problems(params: dict | None = None) -> list[str]:
     params = load_params() if params is None else params
     checks: list[tuple[str, Callable[[], object]]] = []
     if any("k" in str(t["losses"]) for t in params["teachers"].values()):
-        from ust.distillation import load_resnet18
+        from ust.method.distillation import load_resnet18
 
         weights = params["teacher"].get("resnet_weights")
         checks.append(("teacher (λ_k > 0)", lambda: load_resnet18(weights)))
@@ -99,7 +99,7 @@ def problems(params: dict | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.preflight", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ust.experiments.preflight", description=__doc__)
     parser.add_argument("marker", help="file written when every check passes")
     args = parser.parse_args(argv)
     marker = resolve(args.marker)

@@ -29,10 +29,10 @@ from sklearn.manifold import MDS
 
 from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.io import atomic_savefig
-from ust.networks import PatchNet
+from ust.method.networks import PatchNet
+from ust.method.scoring import ScoreStats
+from ust.method.students import StudentTeacher, anomaly_scores, fit_validation_stats
 from ust.paths import resolve
-from ust.scoring import ScoreStats
-from ust.students import StudentTeacher, anomaly_scores, fit_validation_stats
 
 __all__ = [
     "MDSFigureData",

@@ -28,15 +28,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ust import distributed as ddp
 from ust.data.patches import PatchTriplets
 from ust.data.transforms import imagenet_normalize
-from ust.distillation import DistillationTarget
 from ust.io import atomic_torch_save, atomic_write_text
-from ust.losses import decorrelation_loss, distillation_loss, triplet_loss
-from ust.networks import NetConfig, PatchNet
+from ust.method.distillation import DistillationTarget
+from ust.method.losses import decorrelation_loss, distillation_loss, triplet_loss
+from ust.method.networks import NetConfig, PatchNet
+from ust.train import distributed as ddp
 
-FILE_FORMAT = "ust.teacher/1"
+FILE_FORMAT = "ust.method.teacher/1"
 LOG_COLUMNS = ("step", "loss", "loss_k", "loss_m", "loss_c")
 EVAL_SEED_OFFSET = 1_000_003  # held-out triplets use their own stream, never the training one
 # Changing these between a run and its resumption does not change the result.
@@ -47,7 +47,7 @@ RESUMABLE_FIELDS = {"iterations", "device", "num_workers", "checkpoint_every", "
 class TeacherConfig:
     """The whole pretraining recipe; defaults are the paper's (MVTec setting λ_k = λ_c = 1, λ_m = 0).
 
-    ``decorrelation_normalized=True`` (our default, see :mod:`ust.losses`) divides L_c by d(d − 1);
+    ``decorrelation_normalized=True`` (our default, see :mod:`ust.method.losses`) divides L_c by d(d − 1);
     ``False`` with ``decorrelation_squared=True`` is the thesis' raw Σ_{k≠l} C_kl² and with
     ``decorrelation_squared=False`` the paper's unsquared Σ C_kl.
     """
@@ -283,7 +283,7 @@ def compute_losses(
     a, p, n = batch
     if cfg.lambda_k > 0 and target is None:
         raise ValueError(
-            "lambda_k > 0 needs a distillation target (ust.distillation.DistillationTarget)"
+            "lambda_k > 0 needs a distillation target (ust.method.distillation.DistillationTarget)"
         )
     nan = float("nan")
     with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -351,7 +351,7 @@ def pretrain(
     ``triplet_accuracy_final`` (held-out images, ``None`` when ``eval_triplets = 0``), file paths,
     ``world_size``.
 
-    Data parallel (see :mod:`ust.distributed`): launched by ``torchrun`` (or given ``distributed``),
+    Data parallel (see :mod:`ust.train.distributed`): launched by ``torchrun`` (or given ``distributed``),
     every rank trains a DistributedDataParallel copy of the network; global step ``s`` consumes
     triplets ``s·B·W … (s+1)·B·W − 1`` of the index stream and rank ``r`` reads its block ``r·B …``
     of them, so ``batch_size`` is **per rank** (a step sees B·W triplets). Logged losses are
@@ -557,7 +557,7 @@ def pretrain(
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> PatchNet:
     """Load a file written by :func:`pretrain` as a :class:`PatchNet` in eval mode on ``device``.
 
-    The result is what :func:`ust.networks.dense_net` consumes; its ``decode`` head is kept.
+    The result is what :func:`ust.method.networks.dense_net` consumes; its ``decode`` head is kept.
     """
     path = Path(path)
     if not path.is_file():
@@ -568,7 +568,7 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not isinstance(blob, dict) or "state_dict" not in blob or "net_config" not in blob:
         raise ValueError(
             f"{str(path)!r} is not a teacher file (expected a dict with 'state_dict' and "
-            "'net_config', as written by ust.teacher.pretrain); a .ckpt is a resume checkpoint"
+            "'net_config', as written by ust.method.teacher.pretrain); a .ckpt is a resume checkpoint"
         )
     net = PatchNet(NetConfig(**blob["net_config"]))
     net.load_state_dict(blob["state_dict"])

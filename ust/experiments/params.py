@@ -1,7 +1,7 @@
 """Parameters of the pipeline: ``params.yaml`` is the active configuration that DVC tracks; the
 complete parameter sets live in ``profiles/<name>.yaml`` (smoke, default, offline_full, paper).
 
-``make reproduce PROFILE=paper`` runs ``python -m ust.config use paper`` (copies the profile to
+``make reproduce PROFILE=paper`` runs ``python -m ust.experiments.params use paper`` (copies the profile to
 ``params.yaml``) and then ``dvc repro``. Sweeps edit ``params.yaml`` through ``dvc exp run -S``.
 """
 
@@ -37,7 +37,7 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     file = resolve(path) if path is not None else active_params_file()
     if not file.exists():
         raise FileNotFoundError(
-            f"{file} not found: run `python -m ust.config use default` in {ROOT} to create it"
+            f"{file} not found: run `python -m ust.experiments.params use default` in {ROOT} to create it"
         )
     with open(file) as f:
         params = yaml.safe_load(f) or {}
@@ -85,7 +85,7 @@ def use_profile(name: str, *, root: str | os.PathLike | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.config", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ust.experiments.params", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     use = sub.add_parser("use", help="copy profiles/<name>.yaml to params.yaml")
     use.add_argument("profile")

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ust.metrics import trapezoid  # noqa: E402
+from ust.eval.metrics import trapezoid  # noqa: E402
 
 __all__ = ["plot_figure1", "plot_pro_curves", "plot_receptive_fields"]
 
@@ -178,7 +178,7 @@ def plot_pro_curves(
     limit: float = 0.3,
 ) -> Figure:
     """PRO over the false-positive rate up to ``limit``; the legend gives each curve's AU-PRO
-    (trapezoid up to ``limit``, divided by it, as :func:`ust.metrics.au_pro`).
+    (trapezoid up to ``limit``, divided by it, as :func:`ust.eval.metrics.au_pro`).
 
     Args:
         curves: ``{name: (fpr, pro)}``, two 1-D arrays each (FPR non-decreasing, both in [0, 1]).

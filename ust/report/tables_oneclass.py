@@ -1,7 +1,7 @@
 """Paper-vs-measured tables for the one-class experiments ([P] Tables 1, 6, 7; [IGD] Table 1).
 
 Every measured number in a table is read from the result files written by
-:func:`ust.oneclass_experiment.write_class_result` (through :func:`collect_results` into a DataFrame);
+:func:`ust.experiments.oneclass.write_class_result` (through :func:`collect_results` into a DataFrame);
 the only typed numbers are the constants in :data:`PUBLISHED`, copied from SPEC §6.1–6.3 and §10.6
 and shown in rows labelled "published" with their source.
 
@@ -261,7 +261,7 @@ def oneclass_table(
     Published rows in ``reference_rows`` that nothing was compared with are appended for reference.
 
     Args:
-        df: results as from :func:`ust.oneclass_experiment.collect_results`.
+        df: results as from :func:`ust.experiments.oneclass.collect_results`.
         dataset: "mnist", "fashion_mnist" or "cifar10".
         published_method_map: measured row key → published key (default :data:`DEFAULT_METHOD_MAP`).
         source: keep only results of this data source (required when ``df`` mixes sources).

@@ -85,9 +85,9 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run_mvtec(args: argparse.Namespace) -> int:
     from ust.data.mvtec import validate_category
-    from ust.mvtec_experiment import run_multiscale, run_single_scale
-    from ust.pipeline import write_json
-    from ust.students import StudentTrainingConfig
+    from ust.experiments.mvtec import run_multiscale, run_single_scale
+    from ust.method.students import StudentTrainingConfig
+    from ust.stages import write_json
 
     if args.epochs < 1 or args.students < 1 or args.image_size < 8:
         raise ValueError("--epochs and --students must be >= 1 and --image-size >= 8")

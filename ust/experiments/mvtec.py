@@ -11,7 +11,7 @@ Output layout of :func:`run_single_scale` (``<cat>`` = category, ``<defect>/<id>
     <out_dir>/run_config.json        what the run depends on (a different config in the same folder
                                      is refused instead of silently mixing two runs)
     <out_dir>/students.ckpt          per-epoch training state while training (deleted when done)
-    <out_dir>/ensemble.pt            teacher + students + μ/σ + e/v stats (ust.students.save_ensemble)
+    <out_dir>/ensemble.pt            teacher + students + μ/σ + e/v stats (ust.method.students.save_ensemble)
     <out_dir>/score_stats.json       e_mean, e_std, v_mean, v_std on the validation split (SPEC §4.2)
     <out_dir>/maps/<cat>/test/<defect>/<id>.tiff      float32 ẽ+ṽ at the ORIGINAL image size (A15)
     <out_dir>/val_maps/<cat>/train/good/<id>.tiff     the same for the validation images
@@ -66,10 +66,11 @@ from ust.data.mvtec import (
     save_anomaly_map,
     validate_category,
 )
-from ust.metrics import evaluate_maps, pro_curve
-from ust.networks import PatchNet
-from ust.scoring import ScoreStats, fuse_multiscale
-from ust.students import (
+from ust.eval.metrics import evaluate_maps, pro_curve
+from ust.eval.thresholds import binarize, estimate_thresholds, save_segmentation
+from ust.method.networks import PatchNet
+from ust.method.scoring import ScoreStats, fuse_multiscale
+from ust.method.students import (
     StudentTeacher,
     StudentTrainingConfig,
     anomaly_scores,
@@ -81,7 +82,6 @@ from ust.students import (
     save_ensemble,
     train_students,
 )
-from ust.thresholds import binarize, estimate_thresholds, save_segmentation
 
 __all__ = [
     "BASELINE_METHODS",
@@ -166,7 +166,9 @@ def _as_teacher(teacher: PatchNet | str | os.PathLike, device: torch.device) -> 
     """A private copy of ``teacher`` (a :class:`PatchNet` or a file written by ``pretrain``)."""
     if isinstance(teacher, PatchNet):
         return copy.deepcopy(teacher).to(device).eval()
-    from ust.teacher import load_teacher  # lazy: the pretraining stack is not needed otherwise
+    from ust.method.teacher import (
+        load_teacher,  # lazy: the pretraining stack is not needed otherwise
+    )
 
     return load_teacher(teacher, device)
 
@@ -213,7 +215,7 @@ def _resampled_pro_curve(
     The exact curve has one point per distinct score (~1e8 on MVTec); for plots it is thinned. The
     exact curve is piecewise linear with vertical steps (several points sharing one FPR): between
     two FPR values it runs from the top of the left step to the bottom of the right one, and at a
-    step the top is taken, as in the trapezoid integration of :func:`ust.metrics.au_pro`.
+    step the top is taken, as in the trapezoid integration of :func:`ust.eval.metrics.au_pro`.
     """
     fpr, pro = pro_curve(list(maps), list(masks))
     grid = np.linspace(0.0, 1.0, n_points)
@@ -374,7 +376,7 @@ def run_single_scale(
         batch_size: images per forward pass when computing statistics and scores.
         integration_limit: FPR limit of AU-PRO (0.3).
         segmentation_rule: threshold used for the PNG segmentations (a key of
-            :func:`ust.thresholds.estimate_thresholds`: max, quantile, k_sigma, max_area).
+            :func:`ust.eval.thresholds.estimate_thresholds`: max, quantile, k_sigma, max_area).
         on_epoch: called as ``on_epoch(epoch, losses)`` after every training epoch.
 
     Returns:

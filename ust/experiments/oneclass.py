@@ -2,7 +2,7 @@
 
 Protocol (one run = one dataset, one normal class): train on the normal class only; every test image
 of the other nine classes is anomalous (label 1); report the ROC-AUC of the per-image anomaly scores
-over the whole test set. The mean over the ten classes is taken by :mod:`ust.report`.
+over the whole test set. The mean over the ten classes is taken by :mod:`ust.report.tables_oneclass`.
 
 * :func:`run_students` — the Student–Teacher method in its one-vector-per-image mode: every image is
   zoomed to the networks' input size p (bilinear, grayscale replicated to 3 channels,
@@ -20,7 +20,7 @@ students' training split plus the validation split: "all in-distribution trainin
 
 Results: :func:`write_class_result` writes one small JSON file per (dataset, method, teacher
 configuration, class) — the DVC stage metric — and :func:`collect_results` reads a folder of them back
-into a :class:`pandas.DataFrame` for :mod:`ust.report`.
+into a :class:`pandas.DataFrame` for :mod:`ust.report.tables_oneclass`.
 """
 
 from __future__ import annotations
@@ -45,12 +45,11 @@ from ust.baselines.igd import IGDConfig, score_igd, train_igd
 from ust.baselines.shallow import make_shallow
 from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.data.transforms import imagenet_normalize, resize, to_three_channels
+from ust.eval.metrics import roc_auc
 from ust.io import atomic_write_text
-from ust.metrics import roc_auc
-from ust.networks import PatchNet
-from ust.paths import resolve
-from ust.scoring import ScoreStats, normalized_score
-from ust.students import (
+from ust.method.networks import PatchNet
+from ust.method.scoring import ScoreStats, normalized_score
+from ust.method.students import (
     StudentTeacher,
     StudentTrainingConfig,
     fit_target_statistics,
@@ -58,6 +57,7 @@ from ust.students import (
     make_students,
     train_students,
 )
+from ust.paths import resolve
 
 __all__ = [
     "FEATURE_BASELINES",
@@ -144,8 +144,8 @@ class OneClassStudents:
     """A trained vector-mode ensemble and what scoring needs.
 
     Attributes:
-        model: :class:`ust.students.StudentTeacher` with ``dense=False`` (input (B, 3, p, p)).
-        stats: e/v statistics on the validation split (:class:`ust.scoring.ScoreStats`).
+        model: :class:`ust.method.students.StudentTeacher` with ``dense=False`` (input (B, 3, p, p)).
+        stats: e/v statistics on the validation split (:class:`ust.method.scoring.ScoreStats`).
         history: per-student mean training loss per epoch (M lists).
         seconds: wall-clock seconds of each phase ("stats", "train", "val").
     """
@@ -171,7 +171,7 @@ def fit_oneclass_students(
 ) -> OneClassStudents:
     """Train the vector-mode ensemble of :func:`run_students` without scoring the test set.
 
-    ``seed`` seeds the students' initialisation (:func:`ust.students.make_students`); their data
+    ``seed`` seeds the students' initialisation (:func:`ust.method.students.make_students`); their data
     order comes from ``training.seed``. The teacher is copied, never modified. ``batch_size`` is the
     number of images per forward pass for statistics (not for training).
     """
@@ -248,7 +248,7 @@ def run_students(
             Adam 1e-4, weight decay 1e-5).
         seed: seed of the students' initialisation.
         device: torch device.
-        checkpoint: per-epoch resumable student checkpoint (see :func:`ust.students.train_students`).
+        checkpoint: per-epoch resumable student checkpoint (see :func:`ust.method.students.train_students`).
         progress: show progress bars.
         teacher_config: label of the teacher (e.g. "kc" for λ_k = λ_c = 1), stored in the result.
         batch_size: images per forward pass when computing statistics and scores.
@@ -258,7 +258,7 @@ def run_students(
         (N_test,) ẽ + ṽ, ``e`` and ``v`` (N_test,) raw scores, ``labels`` (N_test,) 1 = anomalous,
         ``classes`` (N_test,) original classes, ``stats`` (e/v statistics dict), ``history``,
         ``seconds_*`` timings (wall clock), the settings, and ``model`` (the trained
-        :class:`StudentTeacher`, for :func:`ust.figures_oneclass.mds_figure`) with ``score_stats``
+        :class:`StudentTeacher`, for :func:`ust.report.figures_oneclass.mds_figure`) with ``score_stats``
         (:class:`ScoreStats`). :func:`write_class_result` keeps only the JSON-able scalars and lists.
     """
     t_start = time.perf_counter()
@@ -319,7 +319,7 @@ def teacher_descriptors(
     Args:
         teacher: patch network of receptive field ``p`` (evaluated in eval mode, mode restored).
         images: (N, 1|3, H, W) in [0, 1]; zoomed bilinearly and replicated to 3 channels, then
-            ImageNet-normalised exactly as :class:`ust.students.StudentTeacher` does.
+            ImageNet-normalised exactly as :class:`ust.method.students.StudentTeacher` does.
 
     Returns:
         (N, d) float32 descriptors (the teacher's output units, not normalised).

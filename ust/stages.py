@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ust.config import section
+from ust.experiments.params import section
 from ust.io import atomic_write_text
 from ust.paths import resolve
 
@@ -31,8 +31,8 @@ def loss_weights(losses: str) -> dict[str, float]:
 
 
 def teacher_config(patch_size: int, losses: str, **overrides: Any):
-    """The :class:`ust.teacher.TeacherConfig` of one teacher stage, from the ``teacher`` section."""
-    from ust.teacher import TeacherConfig
+    """The :class:`ust.method.teacher.TeacherConfig` of one teacher stage, from the ``teacher`` section."""
+    from ust.method.teacher import TeacherConfig
 
     values = section("teacher")
     values.update(patch_size=int(patch_size), **loss_weights(losses), **overrides)
@@ -86,7 +86,7 @@ def teacher_path(patch_size: int, losses: str) -> Path:
 
 
 def load_teacher(patch_size: int, losses: str, device: str = "cpu"):
-    from ust.teacher import load_teacher as _load
+    from ust.method.teacher import load_teacher as _load
 
     return _load(teacher_path(patch_size, losses), device=device)
 
@@ -100,8 +100,8 @@ def resolve_device(device: str) -> str:
 
 
 def student_training(values: dict):
-    """A :class:`ust.students.StudentTrainingConfig` from a params section's training keys."""
-    from ust.students import StudentTrainingConfig
+    """A :class:`ust.method.students.StudentTrainingConfig` from a params section's training keys."""
+    from ust.method.students import StudentTrainingConfig
 
     return StudentTrainingConfig(
         epochs=int(values["epochs"]),
@@ -146,8 +146,8 @@ def run_oneclass(data, out_dir: str | os.PathLike, *, progress: bool = True) -> 
     """Students for each configured p = 33 teacher, the feature baselines on the first teacher's
     descriptors, and IGD; one result JSON per method in ``out_dir``; returns {label: auc}."""
     from ust.baselines.igd import IGDConfig
-    from ust.metrics import roc_auc
-    from ust.oneclass_experiment import (
+    from ust.eval.metrics import roc_auc
+    from ust.experiments.oneclass import (
         PIXEL_BASELINE,
         pixel_nn_scores,
         result_record,
@@ -254,7 +254,7 @@ def mvtec_settings(category: str) -> dict:
 def run_mvtec_single_scale(
     category: str, patch_size: int, out_dir: str | os.PathLike, *, progress: bool = True
 ) -> dict:
-    from ust.mvtec_experiment import run_single_scale
+    from ust.experiments.mvtec import run_single_scale
 
     cfg = mvtec_settings(category)
     device = resolve_device(cfg["device"])
@@ -284,7 +284,7 @@ def run_mvtec_category(
     """Multiscale fusion plus the Table 2 baselines on the p = 65 teacher's descriptors and the
     SSIM-AE; writes metrics.json (multiscale), baselines.json, ssim_ae.json, table.json."""
     from ust.baselines.ssim_ae import SSIMAEConfig
-    from ust.mvtec_experiment import run_feature_baselines, run_multiscale, run_ssim_ae_baseline
+    from ust.experiments.mvtec import run_feature_baselines, run_multiscale, run_ssim_ae_baseline
 
     cfg = mvtec_settings(category)
     base = section("mvtec_baselines")
@@ -341,7 +341,7 @@ def run_mvtec_category(
 def train_mds_students(*, progress: bool = True):
     """Students of Figure 4 (``mds``: dataset, normal class, M) with ``oneclass_train`` settings;
     returns (trained vector-mode model, the one-class task, :func:`run_students` result)."""
-    from ust.oneclass_experiment import run_students
+    from ust.experiments.oneclass import run_students
 
     mds = section("mds")
     cfg = section("oneclass_train")
@@ -364,7 +364,7 @@ def train_mds_students(*, progress: bool = True):
 
 def mds_figure(model, data, result: dict, path: str | os.PathLike):
     """Draw Figure 4 from :func:`train_mds_students` output; returns (figure, embedding data)."""
-    from ust.figures_oneclass import mds_figure as draw
+    from ust.report.figures_oneclass import mds_figure as draw
 
     return draw(
         None,

@@ -33,9 +33,9 @@ def _positive_int(value: str) -> int:
 
 
 def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
-    """``ust teacher``: pretrain a patch teacher T̂ (SPEC §1) with :func:`ust.teacher.pretrain`."""
-    from ust.networks import PATCH_SIZES
-    from ust.teacher import TeacherConfig
+    """``ust teacher``: pretrain a patch teacher T̂ (SPEC §1) with :func:`ust.method.teacher.pretrain`."""
+    from ust.method.networks import PATCH_SIZES
+    from ust.method.teacher import TeacherConfig
 
     d = TeacherConfig()
     p = subparsers.add_parser(
@@ -121,8 +121,8 @@ def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def teacher_config_from_args(args: argparse.Namespace):
-    """Map parsed ``ust teacher`` arguments onto a :class:`ust.teacher.TeacherConfig`."""
-    from ust.teacher import TeacherConfig
+    """Map parsed ``ust teacher`` arguments onto a :class:`ust.method.teacher.TeacherConfig`."""
+    from ust.method.teacher import TeacherConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(TeacherConfig) if hasattr(args, f.name)}
     values["decorrelation_normalized"] = args.decorrelation == "mean"
@@ -132,7 +132,7 @@ def teacher_config_from_args(args: argparse.Namespace):
 
 
 def run_teacher(args: argparse.Namespace) -> int:
-    from ust.teacher import pretrain
+    from ust.method.teacher import pretrain
 
     summary = pretrain(
         teacher_config_from_args(args),
@@ -147,7 +147,7 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 # Each entry registers one subcommand; other modules' commands are appended here.
 def _add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
-    from ust.cli_mvtec import add_mvtec_command
+    from ust.cli.mvtec import add_mvtec_command
 
     add_mvtec_command(subparsers)
 

@@ -1,0 +1,3 @@
+from ust.cli import main
+
+raise SystemExit(main())
