@@ -22,7 +22,8 @@ import time
 
 import torch
 
-from ust.method.networks import dense_net, macs_per_pixel, patch_net
+from ust.method.dense import dense_net
+from ust.method.networks import macs_per_pixel, patch_net
 
 
 def tune_malloc() -> bool:

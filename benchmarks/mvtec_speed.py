@@ -3,7 +3,7 @@
 For each receptive field p and each device (CPU, plus CUDA when available) it prints one JSON line:
 
 * ``train_images_per_s``: optimisation steps per second of ONE student at batch 1 (forward,
-  backward, Adam step; targets precomputed, as in :func:`ust.method.students.train_students`). An epoch of
+  backward, Adam step; targets precomputed, as in :func:`ust.train.students.train_students`). An epoch of
   an M-student ensemble on N images takes N·M / this value seconds.
 * ``inference_images_per_s``: images per second through the teacher + M students (raw e and v maps,
   :meth:`ust.method.students.StudentTeacher.raw_scores`) at batch 1 under ``torch.inference_mode()``.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ust.cli import build_parser, main
-from ust.method.networks import dense_net
+from ust.method.dense import dense_net
 from ust.method.teacher import load_teacher
 
 OPTIONS = (

@@ -34,10 +34,8 @@ WORKER = textwrap.dedent(
 
     from ust.train import distributed as ddp
     from ust.method.networks import patch_net
-    from ust.method.students import (
-        StudentTeacher, StudentTrainingConfig, fit_target_statistics, make_students,
-        train_students,
-    )
+    from ust.method.students import StudentTeacher, fit_target_statistics, make_students
+    from ust.train.students import StudentTrainingConfig, train_students
 
     CONFIG = StudentTrainingConfig(epochs=2, batch_size=2, lr=1e-3, seed=3)
 
@@ -56,7 +54,8 @@ WORKER = textwrap.dedent(
 
 
     def teacher_run(out: Path):
-        from ust.method.teacher import TeacherConfig, pretrain
+        from ust.method.teacher import TeacherConfig
+        from ust.train.teacher import pretrain
 
         cfg = TeacherConfig(
             patch_size=17, d=16, device="cpu", iterations=2, batch_size=4, lambda_k=0,

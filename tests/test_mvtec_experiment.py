@@ -12,13 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-import ust.experiments.mvtec as mx
+import ust.experiments.mvtec_baselines as mbl
+import ust.experiments.mvtec_multiscale as msc
+import ust.experiments.mvtec_single as mx
 from ust.baselines.ssim_ae import SSIMAEConfig
 from ust.data.mvtec import MVTecLayoutError, load_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
 from ust.eval.metrics import trapezoid
 from ust.method.networks import patch_net
-from ust.method.students import StudentTrainingConfig, load_ensemble
+from ust.method.students import load_ensemble
+from ust.train.students import StudentTrainingConfig
 
 CAT = "brick"
 ORIG = 32  # side of the synthetic images (original resolution)
@@ -88,7 +91,7 @@ def test_single_scale_end_to_end(data, runs):
         assert np.isfinite(m).all()
 
     # Acceptance criterion: the metrics recomputed from the TIFFs equal metrics.json.
-    again = mx.recompute_metrics_from_tiffs(out / "maps", data, CAT)
+    again = msc.recompute_metrics_from_tiffs(out / "maps", data, CAT)
     for k in METRICS:
         assert abs(again[k] - written[k]) <= 1e-9
 
@@ -130,7 +133,7 @@ def test_upsampling_is_bilinear_to_original_size(data, runs):
 
     s = index.test[-1]
     small = anomaly_scores(
-        model, mx._load_images([s.path], NET, "", False), ScoreStats(**meta["score_stats"])
+        model, mx.load_images([s.path], NET, "", False), ScoreStats(**meta["score_stats"])
     )[0]
     assert small.shape == (NET, NET)
     expected = torch.nn.functional.interpolate(
@@ -142,7 +145,7 @@ def test_upsampling_is_bilinear_to_original_size(data, runs):
 
 def test_multiscale_is_mean_of_scales(data, runs, tmp_path):
     out = tmp_path / "multi"
-    result = mx.run_multiscale({p: runs[p][0] for p in runs}, data, CAT, out, progress=False)
+    result = msc.run_multiscale({p: runs[p][0] for p in runs}, data, CAT, out, progress=False)
     index = validate_category(data, CAT)
     fused = _maps(out, index)
     per_scale = [_maps(runs[p][0], index) for p in (17, 33)]
@@ -150,7 +153,7 @@ def test_multiscale_is_mean_of_scales(data, runs, tmp_path):
         np.testing.assert_allclose(m, (per_scale[0][i] + per_scale[1][i]) / 2, rtol=1e-6, atol=1e-6)
     assert result["scales"] == [17, 33]
     assert json.loads((out / "metrics.json").read_text()) == result
-    again = mx.recompute_metrics_from_tiffs(out / "maps", data, CAT)
+    again = msc.recompute_metrics_from_tiffs(out / "maps", data, CAT)
     for k in METRICS:
         assert abs(again[k] - result[k]) <= 1e-9
     table = json.loads((out / "table.json").read_text())
@@ -182,11 +185,13 @@ def test_broken_layout_raises_before_writing(data, tmp_path, how):
     root = _broken(data, tmp_path, how)
     calls = {
         "single": lambda out: _single(root, 17, out),
-        "multi": lambda out: mx.run_multiscale({17: tmp_path / "x"}, root, CAT, out),
-        "baselines": lambda out: mx.run_feature_baselines(
+        "multi": lambda out: msc.run_multiscale({17: tmp_path / "x"}, root, CAT, out),
+        "baselines": lambda out: mbl.run_feature_baselines(
             root, CAT, _teacher(17), out, progress=False
         ),
-        "ssim": lambda out: mx.run_ssim_ae_baseline(root, CAT, out, image_size=128, progress=False),
+        "ssim": lambda out: mbl.run_ssim_ae_baseline(
+            root, CAT, out, image_size=128, progress=False
+        ),
     }
     for name, call in calls.items():
         out = tmp_path / f"out_{name}"
@@ -249,7 +254,7 @@ def test_other_configuration_in_same_folder_is_refused(data, runs):
 
 def test_feature_baselines_tiny(data, tmp_path):
     out = tmp_path / "baselines"
-    res = mx.run_feature_baselines(
+    res = mbl.run_feature_baselines(
         data,
         CAT,
         _teacher(17),
@@ -263,11 +268,11 @@ def test_feature_baselines_tiny(data, tmp_path):
         progress=False,
         save_maps=True,
     )
-    assert list(res) == list(mx.BASELINE_METHODS)
+    assert list(res) == list(mbl.BASELINE_METHODS)
     assert json.loads((out / "baselines.json").read_text()) == res
     assert res["1nn"]["n_fit"] == 30 and res["ocsvm"]["n_fit"] == 120
     index = validate_category(data, CAT)
-    for name in mx.BASELINE_METHODS:
+    for name in mbl.BASELINE_METHODS:
         for k in METRICS:
             assert 0.0 <= res[name][k] <= 1.0
         maps = [
@@ -280,7 +285,7 @@ def test_feature_baselines_tiny(data, tmp_path):
     nn_maps = [load_anomaly_map(q) for q in (out / "maps_1nn").rglob("*.tiff")]
     assert min(float(m.min()) for m in nn_maps) >= 0
     # Deterministic for a seed: a second run of two methods gives the same numbers.
-    again = mx.run_feature_baselines(
+    again = mbl.run_feature_baselines(
         data,
         CAT,
         _teacher(17),
@@ -296,22 +301,22 @@ def test_feature_baselines_tiny(data, tmp_path):
     for name in ("1nn", "vae"):
         assert all(again[name][k] == res[name][k] for k in METRICS)
     with pytest.raises(ValueError, match="unknown baseline"):
-        mx.run_feature_baselines(data, CAT, _teacher(17), out, methods=("knn",), progress=False)
+        mbl.run_feature_baselines(data, CAT, _teacher(17), out, methods=("knn",), progress=False)
 
 
 def test_descriptor_sample_is_seeded_and_normalised(data):
-    model = mx._teacher_only(_teacher(17), torch.device("cpu"))
-    imgs = mx._load_images(validate_category(data, CAT).train, NET, "", False)
+    model = mbl._teacher_only(_teacher(17), torch.device("cpu"))
+    imgs = mx.load_images(validate_category(data, CAT).train, NET, "", False)
     mx.fit_target_statistics(model, imgs)
-    a = mx._sample_descriptors(model, imgs, 50, 3, batch_size=4, progress=False)
-    b = mx._sample_descriptors(model, imgs, 50, 3, batch_size=2, progress=False)
+    a = mbl._sample_descriptors(model, imgs, 50, 3, batch_size=4, progress=False)
+    b = mbl._sample_descriptors(model, imgs, 50, 3, batch_size=2, progress=False)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # same pixels for any batch size
     assert a.shape == (50, 16)
     # Every sampled row is one of the normalised dense descriptors.
     allf = model.targets(imgs).permute(0, 2, 3, 1).reshape(-1, 16).numpy()
     d = ((a[:, None, :] - allf[None]) ** 2).sum(-1).min(1)
     assert d.max() < 1e-8
-    full = mx._sample_descriptors(model, imgs, 10**9, 3, batch_size=4, progress=False)
+    full = mbl._sample_descriptors(model, imgs, 10**9, 3, batch_size=4, progress=False)
     assert len(full) == len(allf)
     np.testing.assert_allclose(full.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(full.std(0), 1, atol=1e-3)
@@ -320,7 +325,7 @@ def test_descriptor_sample_is_seeded_and_normalised(data):
 def test_ssim_ae_baseline_tiny(data, tmp_path):
     out = tmp_path / "ssim"
     cfg = SSIMAEConfig(latent_dim=8, epochs=1, batch_size=4, num_patches=4)
-    res = mx.run_ssim_ae_baseline(
+    res = mbl.run_ssim_ae_baseline(
         data, CAT, out, image_size=128, stride=64, config=cfg, progress=False, save_maps=True
     )
     assert json.loads((out / "ssim_ae.json").read_text()) == res
@@ -333,7 +338,7 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
         assert m.shape == s.size and m.min() >= 0.0 and m.max() <= 2.0
     assert (out / "ssim_ae_last.pt").is_file()
     with pytest.raises(ValueError, match="patch"):
-        mx.run_ssim_ae_baseline(data, CAT, out, image_size=64, progress=False)
+        mbl.run_ssim_ae_baseline(data, CAT, out, image_size=64, progress=False)
 
 
 def test_figures(tmp_path):

@@ -4,13 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ust.method.networks import (
-    ARCHITECTURES,
-    count_parameters,
-    dense_net,
-    macs_per_pixel,
-    patch_net,
-)
+from ust.method.dense import dense_net
+from ust.method.networks import ARCHITECTURES, count_parameters, macs_per_pixel, patch_net
 
 
 def patchwise(net, x):

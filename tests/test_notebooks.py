@@ -13,7 +13,7 @@ import papermill
 import pytest
 import torch
 
-from ust.method.networks import dense_net
+from ust.method.dense import dense_net
 from ust.method.teacher import load_teacher
 from ust.paths import ROOT
 

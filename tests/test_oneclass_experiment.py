@@ -34,8 +34,8 @@ from ust.experiments.oneclass import (
     write_class_result,
 )
 from ust.method.networks import patch_net
-from ust.method.students import StudentTrainingConfig
 from ust.report.figures_oneclass import embed_jointly, ensemble_vectors, mds_figure
+from ust.train.students import StudentTrainingConfig
 
 N_TRAIN_PER_CLASS = 40
 N_TEST_PER_CLASS = 10

@@ -9,12 +9,9 @@ import pandas as pd
 import pytest
 
 from ust.data.oneclass import CLASS_NAMES
+from ust.report.published import IGD_TABLE1, PAPER_PER_CLASS, PAPER_TABLE1, PUBLISHED
 from ust.report.tables_oneclass import (
     DIFFERENCE_ROW,
-    IGD_TABLE1,
-    PAPER_PER_CLASS,
-    PAPER_TABLE1,
-    PUBLISHED,
     default_data_label,
     mean_table,
     oneclass_table,

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ust.method.networks import dense_net, patch_net
+from ust.method.dense import dense_net
+from ust.method.networks import patch_net
 from ust.method.scoring import (
     RunningMoments,
     ScoreStats,
@@ -15,15 +16,14 @@ from ust.method.scoring import (
 )
 from ust.method.students import (
     StudentTeacher,
-    StudentTrainingConfig,
     anomaly_scores,
     fit_target_statistics,
     fit_validation_stats,
     load_ensemble,
     make_students,
     save_ensemble,
-    train_students,
 )
+from ust.train.students import StudentTrainingConfig, train_students
 
 
 def small_model(m=3, dense=True, seed=0):

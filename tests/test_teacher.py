@@ -8,21 +8,21 @@ import torch
 import torchvision
 
 from ust.method import distillation
+from ust.method.dense import dense_net
 from ust.method.distillation import (
     RESNET18_FILENAME,
     DistillationTarget,
     load_resnet18,
     resnet18_cache_path,
 )
-from ust.method.networks import dense_net
 from ust.method.teacher import (
     TeacherConfig,
     compute_losses,
     init_teacher,
     load_teacher,
-    pretrain,
     triplet_accuracy,
 )
+from ust.train.teacher import pretrain
 
 TINY = {"patch_size": 17, "device": "cpu", "log_every": 1, "eval_triplets": 16}
 

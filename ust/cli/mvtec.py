@@ -85,9 +85,10 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run_mvtec(args: argparse.Namespace) -> int:
     from ust.data.mvtec import validate_category
-    from ust.experiments.mvtec import run_multiscale, run_single_scale
-    from ust.method.students import StudentTrainingConfig
-    from ust.stages import write_json
+    from ust.experiments.mvtec_multiscale import run_multiscale
+    from ust.experiments.mvtec_single import run_single_scale
+    from ust.experiments.outputs import write_json
+    from ust.train.students import StudentTrainingConfig
 
     if args.epochs < 1 or args.students < 1 or args.image_size < 8:
         raise ValueError("--epochs and --students must be >= 1 and --image-size >= 8")

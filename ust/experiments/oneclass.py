@@ -51,13 +51,12 @@ from ust.method.networks import PatchNet
 from ust.method.scoring import ScoreStats, normalized_score
 from ust.method.students import (
     StudentTeacher,
-    StudentTrainingConfig,
     fit_target_statistics,
     fit_validation_stats,
     make_students,
-    train_students,
 )
 from ust.paths import resolve
+from ust.train.students import StudentTrainingConfig, train_students
 
 __all__ = [
     "FEATURE_BASELINES",
@@ -248,7 +247,7 @@ def run_students(
             Adam 1e-4, weight decay 1e-5).
         seed: seed of the students' initialisation.
         device: torch device.
-        checkpoint: per-epoch resumable student checkpoint (see :func:`ust.method.students.train_students`).
+        checkpoint: per-epoch resumable student checkpoint (see :func:`ust.train.students.train_students`).
         progress: show progress bars.
         teacher_config: label of the teacher (e.g. "kc" for λ_k = λ_c = 1), stored in the result.
         batch_size: images per forward pass when computing statistics and scores.

@@ -99,7 +99,9 @@ def problems(params: dict | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.experiments.preflight", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ust.experiments.preflight", description=__doc__
+    )
     parser.add_argument("marker", help="file written when every check passes")
     args = parser.parse_args(argv)
     marker = resolve(args.marker)

@@ -244,7 +244,7 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
     return "\n".join(parts), means
 
 
-def mvtec_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str, dict]:
+def mvtec_report_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str, dict]:
     """Table 3 and Table 2 shaped Markdown for the categories of the active profile."""
     from ust.report.tables_mvtec import category_summary
     from ust.report.tables_mvtec import mvtec_tables as tables
@@ -279,7 +279,7 @@ def mvtec_figures(
     Figure 5 (the same examples for p = 17, 33, 65 and multiscale) across categories."""
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
     from ust.report.figures_mvtec import plot_figure1, plot_receptive_fields
-    from ust.stages import mvtec_root
+    from ust.stages.mvtec import mvtec_root
 
     params = load_params()
     root, res = mvtec_root(), resolve(results_dir)
@@ -309,7 +309,7 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     atomic_write_text(out / "teachers.md", teachers_table())
     oc_text, oc_means = oneclass_tables()
     atomic_write_text(out / "oneclass.md", oc_text)
-    mv_text, mv_summary = mvtec_tables()
+    mv_text, mv_summary = mvtec_report_tables()
     atomic_write_text(out / "mvtec.md", mv_text)
     atomic_write_text(out / "timings.md", timings_table())
     mvtec_figures(out=out)

@@ -1,7 +1,7 @@
 """MVTec AD figures per category and the Table 2 / Table 3-shaped tables with the paper's numbers.
 
 Every measured number is read from the files the stages wrote (``metrics.json``, ``baselines.json``,
-``ssim_ae.json``); the paper's numbers are the constants below (SPEC §6.4, §6.5), labelled as published.
+``ssim_ae.json``); the paper's numbers come from :mod:`ust.report.published`, labelled as published.
 """
 
 from __future__ import annotations
@@ -15,61 +15,7 @@ import numpy as np
 from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
 from ust.paths import resolve
 from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
-
-# [P] Table 3 (AU-PRO, FPR ≤ 0.3) by receptive field, and [P] Table 2 baselines (SPEC §6.4-6.5).
-PAPER_TABLE3 = {
-    "carpet": (0.795, 0.893, 0.695, 0.879),
-    "grid": (0.920, 0.949, 0.819, 0.952),
-    "leather": (0.935, 0.956, 0.819, 0.945),
-    "tile": (0.936, 0.950, 0.912, 0.946),
-    "wood": (0.943, 0.929, 0.725, 0.911),
-    "bottle": (0.814, 0.890, 0.918, 0.931),
-    "cable": (0.671, 0.764, 0.865, 0.818),
-    "capsule": (0.935, 0.963, 0.916, 0.968),
-    "hazelnut": (0.971, 0.965, 0.937, 0.965),
-    "metal_nut": (0.891, 0.928, 0.895, 0.942),
-    "pill": (0.931, 0.959, 0.935, 0.961),
-    "screw": (0.915, 0.937, 0.928, 0.942),
-    "toothbrush": (0.946, 0.944, 0.863, 0.933),
-    "transistor": (0.540, 0.611, 0.701, 0.666),
-    "zipper": (0.848, 0.942, 0.933, 0.951),
-}
-TABLE2_METHODS = ("1nn", "ocsvm", "kmeans", "l2ae", "vae", "ssim_ae")
-# AnoGAN and the CNN feature dictionary were not re-run: quoted from [P] Table 2 and marked so.
-QUOTED_TABLE2 = {  # AnoGAN, CNN-FD
-    "carpet": (0.204, 0.469),
-    "grid": (0.226, 0.183),
-    "leather": (0.378, 0.641),
-    "tile": (0.177, 0.797),
-    "wood": (0.386, 0.621),
-    "bottle": (0.620, 0.742),
-    "cable": (0.383, 0.558),
-    "capsule": (0.306, 0.306),
-    "hazelnut": (0.698, 0.844),
-    "metal_nut": (0.320, 0.358),
-    "pill": (0.776, 0.460),
-    "screw": (0.466, 0.277),
-    "toothbrush": (0.749, 0.151),
-    "transistor": (0.549, 0.628),
-    "zipper": (0.467, 0.703),
-}
-PAPER_TABLE2 = {  # 1-NN, OC-SVM, K-Means, ℓ2-AE, VAE, SSIM-AE
-    "carpet": (0.512, 0.355, 0.253, 0.456, 0.501, 0.647),
-    "grid": (0.228, 0.125, 0.107, 0.582, 0.224, 0.849),
-    "leather": (0.446, 0.306, 0.308, 0.819, 0.635, 0.561),
-    "tile": (0.822, 0.722, 0.779, 0.897, 0.870, 0.175),
-    "wood": (0.502, 0.336, 0.411, 0.727, 0.628, 0.605),
-    "bottle": (0.898, 0.850, 0.495, 0.910, 0.897, 0.834),
-    "cable": (0.806, 0.431, 0.513, 0.825, 0.654, 0.478),
-    "capsule": (0.631, 0.554, 0.387, 0.862, 0.526, 0.860),
-    "hazelnut": (0.861, 0.616, 0.698, 0.917, 0.878, 0.916),
-    "metal_nut": (0.705, 0.319, 0.351, 0.830, 0.576, 0.603),
-    "pill": (0.725, 0.544, 0.514, 0.893, 0.769, 0.830),
-    "screw": (0.604, 0.644, 0.550, 0.754, 0.559, 0.887),
-    "toothbrush": (0.675, 0.538, 0.337, 0.822, 0.693, 0.784),
-    "transistor": (0.680, 0.496, 0.399, 0.728, 0.626, 0.725),
-    "zipper": (0.512, 0.355, 0.253, 0.839, 0.549, 0.665),
-}
+from ust.report.published import PAPER_TABLE2, PAPER_TABLE3, QUOTED_TABLE2, TABLE2_METHODS
 
 
 def _read(path: Path) -> dict:
@@ -93,7 +39,7 @@ def category_figures(
 ) -> list[Path]:
     """Figure 1 panel, Figure 5 scale comparison and PRO curves for the first ``examples``
     anomalous test images of ``category``."""
-    from ust.stages import mvtec_root
+    from ust.stages.mvtec import mvtec_root
 
     root = mvtec_root()
     out = resolve(out_dir)

@@ -1,7 +1,7 @@
 """Data-parallel training over several processes (``torchrun``), a no-op in a plain process.
 
-Teacher pretraining (:func:`ust.method.teacher.pretrain`) and student training
-(:func:`ust.method.students.train_students`) scale to several GPUs with DistributedDataParallel: every
+Teacher pretraining (:func:`ust.train.teacher.pretrain`) and student training
+(:func:`ust.train.students.train_students`) scale to several GPUs with DistributedDataParallel: every
 process (rank) holds a full copy of the network, reads its own share of the data and the gradients
 are averaged across ranks after each backward pass. Without ``torchrun`` nothing here initialises a
 process group and the training code runs exactly as before (bit-identical results), so the same

@@ -1,0 +1,436 @@
+"""MVTec AD, one receptive field (paper §4.2): train M students, score, upsample, evaluate.
+
+Every function validates the category's folder tree first (:func:`ust.data.mvtec.validate_category`)
+and loads all images before the first byte is written, so a bad layout leaves ``out_dir`` untouched.
+Each file is written atomically (temp file + ``os.replace``); map and segmentation folders are built
+in a hidden temp folder and swapped into place whole, so a crash never leaves a mixture of old and
+new maps. ``metrics.json`` is written last: its presence marks a finished run.
+
+Output layout of :func:`run_single_scale` (``<cat>`` = category, ``<defect>/<id>`` = a test image)::
+
+    <out_dir>/run_config.json        what the run depends on (a different config in the same folder
+                                     is refused instead of silently mixing two runs)
+    <out_dir>/students.ckpt          per-epoch training state while training (deleted when done)
+    <out_dir>/ensemble.pt            teacher + students + μ/σ + e/v stats (ust.method.students.save_ensemble)
+    <out_dir>/score_stats.json       e_mean, e_std, v_mean, v_std on the validation split (SPEC §4.2)
+    <out_dir>/maps/<cat>/test/<defect>/<id>.tiff      float32 ẽ+ṽ at the ORIGINAL image size (A15)
+    <out_dir>/val_maps/<cat>/train/good/<id>.tiff     the same for the validation images
+    <out_dir>/thresholds.json        max / quantile / k_sigma / max_area on the validation maps
+    <out_dir>/segmentation/<cat>/test/<defect>/<id>.png   0/255 masks at one threshold (A > t)
+    <out_dir>/pro_curve.csv          fpr,pro resampled at 1001 FPRs in [0, 1] (DVC plots)
+    <out_dir>/metrics.json           au_pro, pixel_auroc, image_auroc + counts and timings
+
+:func:`run_multiscale` writes the same maps / val_maps / thresholds / segmentation / pro_curve /
+metrics files for the fused map, plus ``table.json`` and ``table.csv`` (per-scale + multiscale rows).
+:func:`run_feature_baselines` writes ``baselines.json`` and :func:`run_ssim_ae_baseline`
+``ssim_ae.json`` (optionally with ``maps_<method>/...`` TIFFs).
+
+Anomaly maps are computed at ``image_size`` (the networks' input, 256 in the paper) and upsampled
+bilinearly (``align_corners=False``) to each image's original size, where the metrics are taken
+against the original masks (register A15). Everything is deterministic for a seed on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ust.data.mvtec import (
+    GOOD,
+    CategoryIndex,
+    TestSample,
+    anomaly_map_path,
+    load_image,
+    load_mask,
+    save_anomaly_map,
+    validate_category,
+)
+from ust.eval.metrics import evaluate_maps, pro_curve
+from ust.eval.thresholds import binarize, estimate_thresholds, save_segmentation
+from ust.experiments.outputs import (
+    fresh_dir,
+    jsonable,
+    read_json,
+    replace_dir,
+    write_csv,
+    write_json,
+)
+from ust.method.networks import PatchNet
+from ust.method.scoring import ScoreStats
+from ust.method.students import (
+    StudentTeacher,
+    anomaly_scores,
+    fit_target_statistics,
+    fit_validation_stats,
+    load_ensemble,
+    make_students,
+    save_ensemble,
+)
+from ust.train.students import StudentTrainingConfig, train_students
+
+__all__ = ["run_single_scale", "teacher_fingerprint", "upsample_map"]
+
+METRIC_KEYS: tuple[str, ...] = ("au_pro", "pixel_auroc", "image_auroc")
+PRO_CURVE_POINTS = 1001
+THRESHOLD_RULES: tuple[str, ...] = ("max", "quantile", "k_sigma", "max_area")
+RUN_CONFIG = "run_config.json"
+ENSEMBLE = "ensemble.pt"
+CHECKPOINT = "students.ckpt"
+
+
+# ------------------------------------------------------------------------------------ small helpers
+def upsample_map(score_map: torch.Tensor | np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Bilinear zoom (``align_corners=False``) of one map (h, w) to ``size`` = (H, W) pixels.
+
+    Returns a float32 numpy array (H, W) (scores keep their units; register A15).
+    """
+    t = torch.as_tensor(np.asarray(score_map, dtype=np.float32))
+    if t.dim() != 2:
+        raise ValueError(f"expected a 2-D map (h, w), got shape {tuple(t.shape)}")
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape) != (h, w):
+        t = F.interpolate(t[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return t.numpy().astype(np.float32, copy=False)
+
+
+def as_teacher(teacher: PatchNet | str | os.PathLike, device: torch.device) -> PatchNet:
+    """A private copy of ``teacher`` (a :class:`PatchNet` or a file written by ``pretrain``)."""
+    if isinstance(teacher, PatchNet):
+        return copy.deepcopy(teacher).to(device).eval()
+    from ust.method.teacher import (
+        load_teacher,  # lazy: the pretraining stack is not needed otherwise
+    )
+
+    return load_teacher(teacher, device)
+
+
+def teacher_fingerprint(teacher: PatchNet) -> str:
+    """SHA-256 of the teacher's configuration and descriptor weights (the decoder is ignored)."""
+    h = hashlib.sha256(json.dumps(asdict(teacher.config), sort_keys=True).encode())
+    for key, value in sorted(teacher.state_dict().items()):
+        if key.startswith("decoder."):
+            continue
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_image(path: Path, size: int) -> torch.Tensor:
+    """(3, size, size) float32 in [0, 1] (grayscale replicated, bilinear zoom)."""
+    return load_image(path, size)
+
+
+def load_images(paths: Sequence[Path], size: int, desc: str, progress: bool) -> torch.Tensor:
+    """(N, 3, size, size) float32 images in [0, 1], zoomed bilinearly (antialiased)."""
+    return torch.stack(
+        [_load_image(p, size) for p in tqdm(paths, desc=desc, disable=not progress, leave=False)]
+    )
+
+
+def load_masks(samples: Sequence[TestSample]) -> list[np.ndarray]:
+    """Ground truth of the test samples as bool (H, W) arrays at the original resolution."""
+    return [load_mask(s.mask_path, s.size).numpy() for s in samples]
+
+
+def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], limit: float) -> dict:
+    """The three map metrics (au_pro at ``limit``, pixel and image ROC-AUC) as Python floats."""
+    result = evaluate_maps(list(maps), list(masks), integration_limit=limit)
+    return {k: float(result[k]) for k in METRIC_KEYS}
+
+
+def _resampled_pro_curve(
+    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_points: int = PRO_CURVE_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """PRO curve resampled at ``n_points`` evenly spaced FPRs in [0, 1] (linear interpolation).
+
+    The exact curve has one point per distinct score (~1e8 on MVTec); for plots it is thinned. The
+    exact curve is piecewise linear with vertical steps (several points sharing one FPR): between
+    two FPR values it runs from the top of the left step to the bottom of the right one, and at a
+    step the top is taken, as in the trapezoid integration of :func:`ust.eval.metrics.au_pro`.
+    """
+    fpr, pro = pro_curve(list(maps), list(masks))
+    grid = np.linspace(0.0, 1.0, n_points)
+    j = np.searchsorted(fpr, grid, side="right") - 1  # last point with fpr <= x (top of its step)
+    nxt = np.minimum(j + 1, len(fpr) - 1)
+    span = fpr[nxt] - fpr[j]
+    frac = np.divide(grid - fpr[j], span, out=np.zeros_like(grid), where=span > 0)
+    return grid, pro[j] + frac * (pro[nxt] - pro[j])
+
+
+def map_paths(root: Path, category: str, samples: Sequence[TestSample]) -> list[Path]:
+    return [anomaly_map_path(root, category, s.defect, s.image_id) for s in samples]
+
+
+def _val_map_path(root: Path, category: str, image: Path) -> Path:
+    return Path(root) / category / "train" / GOOD / f"{Path(image).stem}.tiff"
+
+
+def split_counts(index: CategoryIndex, n_train: int, n_val: int) -> dict[str, int]:
+    c = index.counts()
+    return {
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": len(index.test),
+        "n_test_good": c["test_good"],
+        "n_test_defective": c["test_defective"],
+    }
+
+
+def check_rule(rule: str) -> None:
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown segmentation rule {rule!r}; expected one of {THRESHOLD_RULES}")
+
+
+def write_results(
+    out_dir: Path,
+    index: CategoryIndex,
+    test_maps: Sequence[np.ndarray],
+    val_paths: Sequence[Path],
+    val_maps: Sequence[np.ndarray] | None,
+    *,
+    integration_limit: float,
+    segmentation_rule: str,
+    extra: Mapping[str, Any],
+    progress: bool,
+) -> dict:
+    """Write maps, validation maps, thresholds, segmentations, PRO curve and (last) metrics.json.
+
+    ``test_maps``/``val_maps`` are float32 (H, W) arrays at the images' original sizes, in the order
+    of ``index.test`` / ``val_paths``. Returns the metrics dict that was written.
+    """
+    category = index.category
+    samples = index.test
+    masks = load_masks(samples)
+    metrics = compute_metrics(test_maps, masks, integration_limit)
+    fpr, pro = _resampled_pro_curve(test_maps, masks)
+
+    tmp = fresh_dir(out_dir, "maps")
+    for path, m in zip(map_paths(tmp, category, samples), test_maps):
+        save_anomaly_map(path, m)
+    replace_dir(tmp, out_dir / "maps")
+
+    thresholds: dict[str, Any] = {}
+    if val_maps is not None:
+        tmp = fresh_dir(out_dir, "val_maps")
+        for p, m in zip(val_paths, val_maps):
+            save_anomaly_map(_val_map_path(tmp, category, p), m)
+        replace_dir(tmp, out_dir / "val_maps")
+        thresholds = estimate_thresholds(list(val_maps))
+        t = thresholds[segmentation_rule]
+        tmp = fresh_dir(out_dir, "segmentation")
+        for s, m in tqdm(
+            list(zip(samples, test_maps)), desc="segmentation", disable=not progress, leave=False
+        ):
+            seg = tmp / category / "test" / s.defect / f"{s.path.stem}.png"
+            save_segmentation(seg, binarize(m, t))
+        replace_dir(tmp, out_dir / "segmentation")
+        write_json(
+            {**thresholds, "segmentation": {"rule": segmentation_rule, "threshold": t}},
+            out_dir / "thresholds.json",
+            sort_keys=False,
+        )
+
+    write_csv(out_dir / "pro_curve.csv", ("fpr", "pro"), zip(fpr.tolist(), pro.tolist()))
+    result = {
+        "category": category,
+        **metrics,
+        "integration_limit": integration_limit,
+        **extra,
+    }
+    write_json(result, out_dir / "metrics.json", sort_keys=False)
+    return result
+
+
+# ---------------------------------------------------------------------------------- single scale
+def _score_maps(
+    model: StudentTeacher,
+    images: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    stats: ScoreStats,
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> list[np.ndarray]:
+    """ẽ+ṽ maps of ``images`` (N, 3, h, w), each upsampled to its original size (H_i, W_i)."""
+    out: list[np.ndarray] = []
+    for start in tqdm(
+        range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False
+    ):
+        scores = anomaly_scores(model, images[start : start + batch_size], stats)
+        out.extend(
+            upsample_map(s, size) for s, size in zip(scores, sizes[start : start + batch_size])
+        )
+    return out
+
+
+def run_single_scale(
+    data_root: str | os.PathLike,
+    category: str,
+    p: int,
+    teacher: PatchNet | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    image_size: int = 256,
+    students: int = 3,
+    training: StudentTrainingConfig = StudentTrainingConfig(),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    batch_size: int = 8,
+    integration_limit: float = 0.3,
+    segmentation_rule: str = "quantile",
+    on_epoch: Callable[[int, list[float]], None] | None = None,
+) -> dict:
+    """Train and evaluate one student-teacher ensemble of receptive field ``p`` on one category.
+
+    Protocol (SPEC §3.2, §4.2-4.3, §5.2): ``train/good`` is split into a seeded 90 % training and
+    10 % validation part (register A11); images are zoomed to ``image_size``²; the teacher's μ/σ are
+    taken over all pixels of the training part (A12); ``students`` students are trained with
+    ``training`` (checkpoint after every epoch, a later call resumes); e/v statistics come from the
+    validation part; test and validation maps ẽ+ṽ are upsampled to the original size (A15) and
+    evaluated against the original masks. See the module docstring for the files written.
+
+    Args:
+        data_root: folder holding ``<category>/train``, ``test`` and ``ground_truth``.
+        category: category folder name.
+        p: receptive field (17, 33 or 65); must match the teacher.
+        teacher: a :class:`PatchNet` (copied, never modified) or a teacher file from ``pretrain``.
+        out_dir: output folder (created only after the layout has been validated).
+        image_size: network input side in pixels (256 in the paper).
+        students: ensemble size M (3 in the paper).
+        training: student optimisation (paper: 100 epochs, batch 1, Adam 1e-4, wd 1e-5).
+        val_fraction: share of ``train/good`` held out for validation.
+        seed: seed of the split and of the students' initialisation.
+        device: torch device for training and scoring.
+        progress: tqdm progress bars.
+        batch_size: images per forward pass when computing statistics and scores.
+        integration_limit: FPR limit of AU-PRO (0.3).
+        segmentation_rule: threshold used for the PNG segmentations (a key of
+            :func:`ust.eval.thresholds.estimate_thresholds`: max, quantile, k_sigma, max_area).
+        on_epoch: called as ``on_epoch(epoch, losses)`` after every training epoch.
+
+    Returns:
+        The dict written to ``metrics.json``: ``au_pro``, ``pixel_auroc``, ``image_auroc`` (floats
+        in [0, 1]), identity (category, p, students, image_size, epochs), counts (n_train, n_val,
+        n_test, n_test_good, n_test_defective) and timings in seconds (``train_seconds`` is 0 when
+        a finished ensemble was reused).
+
+    Raises:
+        MVTecLayoutError: bad folder tree (nothing is written).
+        ValueError: ``p`` differs from the teacher's, or ``out_dir`` holds a run with another
+            configuration (delete it to start afresh).
+    """
+    check_rule(segmentation_rule)
+    index = validate_category(data_root, category)
+    device = torch.device(device)
+    teacher_net = as_teacher(teacher, device)
+    if teacher_net.config.p != p:
+        raise ValueError(f"p={p} but the teacher has receptive field p={teacher_net.config.p}")
+    train_paths, val_paths = index.split(val_fraction, seed)
+    train_imgs = load_images(train_paths, image_size, "train images", progress)
+    val_imgs = load_images(val_paths, image_size, "validation images", progress)
+    test_imgs = load_images([s.path for s in index.test], image_size, "test images", progress)
+
+    out = Path(out_dir)
+    run_config = jsonable(
+        {
+            "category": category,
+            "p": p,
+            "teacher_sha256": teacher_fingerprint(teacher_net),
+            "students": students,
+            "image_size": image_size,
+            "training": asdict(training),
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "train_images": [q.name for q in train_paths],
+            "val_images": [q.name for q in val_paths],
+        }
+    )
+    config_path = out / RUN_CONFIG
+    if config_path.is_file() and read_json(config_path) != run_config:
+        raise ValueError(
+            f"{out} holds a run with a different configuration ({config_path}); delete the folder "
+            "or choose another out_dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(run_config, config_path, sort_keys=False)
+
+    ensemble_path, ckpt_path = out / ENSEMBLE, out / CHECKPOINT
+    t0 = time.perf_counter()
+    if ensemble_path.is_file():
+        model, _ = load_ensemble(ensemble_path, device)
+        trained_now = False
+    else:
+        model = StudentTeacher(teacher_net, make_students(teacher_net, students, seed=seed))
+        model.to(device)
+        fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
+        train_students(
+            model, train_imgs, training, checkpoint=ckpt_path, progress=progress, on_epoch=on_epoch
+        )
+        trained_now = True
+    train_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    stats = fit_validation_stats(model, val_imgs, batch_size=batch_size)
+    if trained_now:
+        save_ensemble(model, ensemble_path, score_stats=stats.to_dict(), run_config=run_config)
+        ckpt_path.unlink(missing_ok=True)
+    write_json(stats.to_dict(), out / "score_stats.json", sort_keys=False)
+    val_maps = _score_maps(
+        model,
+        val_imgs,
+        [index.sizes[q] for q in val_paths],
+        stats,
+        batch_size=batch_size,
+        desc="validation maps",
+        progress=progress,
+    )
+    t1 = time.perf_counter()
+    test_maps = _score_maps(
+        model,
+        test_imgs,
+        [s.size for s in index.test],
+        stats,
+        batch_size=batch_size,
+        desc=f"test maps p={p}",
+        progress=progress,
+    )
+    test_seconds = time.perf_counter() - t1
+    inference_seconds = time.perf_counter() - t0
+
+    extra = {
+        "p": p,
+        "students": students,
+        "image_size": image_size,
+        "epochs": training.epochs,
+        **split_counts(index, len(train_paths), len(val_paths)),
+        "trained_now": trained_now,
+        "train_seconds": train_seconds if trained_now else 0.0,
+        "inference_seconds": inference_seconds,
+        "test_images_per_second": len(index.test) / max(test_seconds, 1e-9),
+    }
+    return write_results(
+        out,
+        index,
+        test_maps,
+        val_paths,
+        val_maps,
+        integration_limit=integration_limit,
+        segmentation_rule=segmentation_rule,
+        extra=extra,
+        progress=progress,
+    )

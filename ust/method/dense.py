@@ -1,0 +1,148 @@
+"""Fast dense transformation T of a patch network T̂ (paper §3.2; Bailer et al., BMVC 2017).
+
+:func:`dense_net` wraps the *same* :class:`~ust.method.networks.PatchNet` (shared parameters) so that
+one forward pass yields a descriptor for every pixel of an image of any size, exactly equal to
+evaluating the patch network on every p×p window (multi-pooling: every strided pooling layer is
+evaluated at all of its offsets, the offsets are moved into the batch and unwarped at the end).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ust.method.networks import PatchNet, check_image_batch
+
+
+def _pool_space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Multi-pooling: an s×s max-pool at every one of the s² offsets, stacked along the batch.
+
+    (N, C, H, W) → (s²·N, C, h, w) with h = (H − s + 1) // s; batch index (i·s + j)·N + n holds
+    the pool windows whose top-left corners are rows i::s and columns j::s. Without autograd it is
+    computed as maxima of strided views in NHWC order, which writes the rearranged result once (no
+    separate pool, permute and layout copies; the result is channels-last).
+    """
+    n, c, hh, ww = x.shape
+    h, w = (hh - s + 1) // s, (ww - s + 1) // s
+    if torch.is_grad_enabled() and x.requires_grad:
+        # Training: max_pool2d routes the gradient of a tie to one element exactly like the patch
+        # network does (torch.maximum would split it), so dense and patch-wise gradients agree.
+        y = F.max_pool2d(x, s, 1)[:, :, : s * h, : s * w]
+        y = y.reshape(n, c, h, s, w, s).permute(3, 5, 0, 1, 2, 4)
+        return y.reshape(s * s * n, c, h, w)
+    xv = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view when x is channels-last
+    rows = xv[:, 0 : hh - s + 1]
+    for di in range(1, s):  # max over the window's rows, at stride 1
+        rows = torch.maximum(rows, xv[:, di : di + hh - s + 1])
+
+    def cell(i: int, j: int, dj: int) -> torch.Tensor:
+        return rows[:, i : i + s * (h - 1) + 1 : s, j + dj : j + dj + s * (w - 1) + 1 : s]
+
+    out = x.new_empty(s * s, n, h, w, c)
+    for k in range(s * s):
+        i, j = divmod(k, s)
+        torch.maximum(cell(i, j, 0), cell(i, j, 1 % s), out=out[k])
+        for dj in range(2, s):
+            torch.maximum(out[k], cell(i, j, dj), out=out[k])
+    return out.reshape(s * s * n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _unwarp(x: torch.Tensor, strides: list[int]) -> torch.Tensor:
+    """Undo every multi-pooling at once: (Π s²·N, C, h, w) → (N, C, Π s·h, Π s·w), one copy.
+
+    After pooling levels with strides s_1 … s_L the batch index is (i_L, j_L, …, i_1, j_1, n)
+    (outermost first) and output position row = i_1 + s_1·(i_2 + s_2·(… + s_L·a)), likewise for
+    columns.
+    """
+    if not strides:
+        return x
+    big, c, h, w = x.shape
+    levels = len(strides)
+    total = int(torch.tensor(strides).prod())
+    n = big // (total * total)
+    dims = [d for s in reversed(strides) for d in (s, s)]  # i_L, j_L, …, i_1, j_1
+    # Work in NHWC order: the channel vector of each position stays one contiguous run, so the
+    # gather copies 4·C-byte blocks instead of single floats (the input is channels-last).
+    x = x.permute(0, 2, 3, 1).reshape(*dims, n, h, w, c)
+    i_axes = [2 * k for k in range(levels)]  # i_L … i_1: outermost spatial factor first
+    j_axes = [2 * k + 1 for k in range(levels)]
+    nb, hb, wb, cb = 2 * levels, 2 * levels + 1, 2 * levels + 2, 2 * levels + 3
+    x = x.permute(nb, hb, *i_axes, wb, *j_axes, cb).reshape(n, h * total, w * total, c)
+    return x.permute(0, 3, 1, 2)  # (N, C, H, W), channels-last in memory
+
+
+class DenseNet(nn.Module):
+    """Dense network T: (B, 3, H, W) → (B, d, H, W) for any H, W ≥ 1, sharing ``patch``'s parameters.
+
+    ``out[:, :, r, c] == patch(window)`` where the window is the p×p crop at (r, c) of the input
+    zero-padded by (p−1)//2 top/left and p−1−(p−1)//2 bottom/right (register A10).
+
+    Every stride-2 max-pool becomes a stride-1 pool followed by a space-to-batch rearrangement
+    (multi-pooling), so all later layers are ordinary dense convolutions on smaller maps; the
+    interleaved sub-grids are put back together at the end.
+    """
+
+    def __init__(self, patch: PatchNet, *, channels_last: bool = True):
+        super().__init__()
+        self.patch = patch
+        self.channels_last = channels_last
+
+    @property
+    def p(self) -> int:
+        return self.patch.p
+
+    @property
+    def d(self) -> int:
+        return self.patch.d
+
+    def _final_len(self, n: int) -> int:
+        """Number of output positions along one axis for a padded input of length ``n``."""
+        stride = 1
+        for kind, *args in self.patch.layers_spec:
+            if kind == "conv":
+                n -= args[-1] - 1
+            else:
+                s = args[0]
+                n = (n - s + 1) // s
+                stride *= s
+            if n < 1:
+                return 0
+        return n * stride
+
+    def _padded_len(self, size: int) -> int:
+        # Output r reads padded rows [r, r + rf): rows past size + rf − 1 are never needed (the
+        # last p − rf rows of every window are dropped by floor pooling), so start from there.
+        n = size + self.patch.rf - 1
+        while self._final_len(n) < size:
+            n += 1
+        return n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x)
+        b, _, h, w = x.shape
+        top = (self.p - 1) // 2
+        ph, pw = self._padded_len(h), self._padded_len(w)
+        # Extra bottom/right zeros only feed output positions beyond (h, w), which are cropped.
+        x = F.pad(x, (top, pw - w - top, top, ph - h - top))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        strides = []
+        for module in self.patch.features:
+            if isinstance(module, nn.MaxPool2d):
+                x = _pool_space_to_batch(x, module.stride)
+                strides.append(module.stride)
+            elif isinstance(module, nn.LeakyReLU):
+                # In place: saves a full-size allocation (autograd supports it for slope > 0).
+                x = F.leaky_relu_(x, module.negative_slope)
+            else:
+                x = module(x)
+        x = _unwarp(x, strides)
+        return x[:, :, :h, :w] if x.shape[-2:] != (h, w) else x
+
+
+def dense_net(patch: PatchNet, *, channels_last: bool = True) -> DenseNet:
+    """Wrap ``patch`` (parameters shared, not copied) into its dense image network."""
+    if not isinstance(patch, PatchNet):
+        raise ValueError(f"dense_net expects a PatchNet, got {type(patch).__name__}")
+    return DenseNet(patch, channels_last=channels_last)

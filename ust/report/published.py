@@ -1,0 +1,168 @@
+"""Every number the papers printed that `ust` compares with, typed once, here.
+
+Tables of the paper: Table 1 (mean one-class ROC-AUC, p = 33), Tables 6 and 7 (per class), Table 2
+(MVTec AD AU-PRO of the baselines) and Table 3 (AU-PRO per receptive field and multiscale); of the
+IGD paper: Table 1 (mean one-class AUC). ``tests/test_report.py`` and ``tests/test_report_mvtec.py``
+check that the per-class rows reproduce the printed means. Everything measured is read from files
+the pipeline wrote; only the constants below are typed by hand.
+"""
+
+from __future__ import annotations
+
+#: [P] Table 1 (= [C] Table 2 = [Th] Table 5.2): mean one-class ROC-AUC, p = 33.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "OCGAN": {"mnist": 0.9750, "cifar10": 0.6566},
+    "1-NN": {"mnist": 0.9753, "cifar10": 0.8189},
+    "KMeans": {"mnist": 0.9457, "cifar10": 0.7592},
+    "OC-SVM": {"mnist": 0.9463, "cifar10": 0.7388},
+    "ℓ2-AE": {"mnist": 0.9832, "cifar10": 0.7898},
+    "VAE": {"mnist": 0.9535, "cifar10": 0.7502},
+    "Ours (k,c)": {"mnist": 0.9935, "cifar10": 0.8196},
+    "Ours (k,m,c)": {"mnist": 0.9926, "cifar10": 0.8035},
+    "Ours (m,c)": {"mnist": 0.9935, "cifar10": 0.7940},
+    "Ours (k)": {"mnist": 0.9917, "cifar10": 0.8021},
+}
+
+
+#: [P] Table 6 (MNIST, digits 0-9) and Table 7 (CIFAR-10, airplane … truck): (per class, printed mean).
+PAPER_PER_CLASS: dict[str, dict[str, tuple[tuple[float, ...], float]]] = {
+    "mnist": {
+        "OCGAN": ((0.998, 0.999, 0.942, 0.963, 0.975, 0.980, 0.991, 0.981, 0.939, 0.981), 0.9750),
+        "1-NN": ((0.989, 0.998, 0.962, 0.970, 0.980, 0.955, 0.979, 0.981, 0.968, 0.971), 0.9753),
+        "KMeans": ((0.973, 0.995, 0.898, 0.948, 0.960, 0.920, 0.948, 0.948, 0.940, 0.927), 0.9457),
+        "OC-SVM": ((0.980, 0.998, 0.887, 0.944, 0.964, 0.909, 0.949, 0.957, 0.935, 0.940), 0.9463),
+        "ℓ2-AE": ((0.992, 0.999, 0.967, 0.980, 0.988, 0.970, 0.988, 0.987, 0.978, 0.983), 0.9832),
+        "VAE": ((0.983, 0.998, 0.915, 0.941, 0.969, 0.925, 0.964, 0.940, 0.955, 0.945), 0.9535),
+        "Ours (k,c)": (
+            (0.999, 0.999, 0.990, 0.993, 0.992, 0.993, 0.997, 0.995, 0.986, 0.991),
+            0.9935,
+        ),
+        "Ours (k,m,c)": (
+            (0.999, 0.999, 0.988, 0.992, 0.988, 0.993, 0.997, 0.995, 0.984, 0.991),
+            0.9926,
+        ),
+        "Ours (m,c)": (
+            (0.999, 0.999, 0.992, 0.992, 0.988, 0.993, 0.997, 0.995, 0.988, 0.992),
+            0.9935,
+        ),
+        "Ours (k)": (
+            (0.999, 0.999, 0.989, 0.990, 0.990, 0.990, 0.997, 0.993, 0.981, 0.989),
+            0.9917,
+        ),
+    },
+    "cifar10": {
+        "OCGAN": ((0.757, 0.531, 0.640, 0.620, 0.723, 0.620, 0.723, 0.575, 0.820, 0.554), 0.6566),
+        "1-NN": ((0.792, 0.860, 0.746, 0.729, 0.815, 0.797, 0.876, 0.836, 0.856, 0.882), 0.8189),
+        "KMeans": ((0.673, 0.822, 0.665, 0.676, 0.742, 0.746, 0.828, 0.780, 0.817, 0.843), 0.7592),
+        "OC-SVM": ((0.651, 0.785, 0.618, 0.679, 0.733, 0.730, 0.797, 0.760, 0.799, 0.836), 0.7388),
+        "ℓ2-AE": ((0.747, 0.862, 0.690, 0.698, 0.788, 0.759, 0.849, 0.824, 0.812, 0.869), 0.7898),
+        "VAE": ((0.705, 0.819, 0.605, 0.700, 0.734, 0.731, 0.797, 0.751, 0.801, 0.859), 0.7502),
+        "Ours (k,c)": (
+            (0.789, 0.849, 0.734, 0.748, 0.851, 0.793, 0.892, 0.830, 0.862, 0.848),
+            0.8196,
+        ),
+        "Ours (k,m,c)": (
+            (0.784, 0.836, 0.706, 0.742, 0.826, 0.768, 0.870, 0.815, 0.857, 0.831),
+            0.8035,
+        ),
+        "Ours (m,c)": (
+            (0.804, 0.855, 0.706, 0.709, 0.798, 0.738, 0.860, 0.797, 0.849, 0.824),
+            0.7940,
+        ),
+        "Ours (k)": (
+            (0.766, 0.817, 0.715, 0.736, 0.855, 0.763, 0.885, 0.819, 0.838, 0.827),
+            0.8021,
+        ),
+    },
+}
+
+
+#: [IGD] Table 1: mean AUC, keyed "pretraining / method"; None = "–" (not reported).
+IGD_TABLE1: dict[str, dict[str, float | None]] = {
+    "Scratch / DAE": {"mnist": 0.8766, "cifar10": 0.5358, "fashion_mnist": None},
+    "Scratch / OCSVM": {"mnist": 0.9510, "cifar10": 0.5860, "fashion_mnist": None},
+    "Scratch / AnoGAN": {"mnist": 0.9127, "cifar10": 0.6179, "fashion_mnist": None},
+    "Scratch / DSVDD": {"mnist": 0.9480, "cifar10": 0.6481, "fashion_mnist": None},
+    "Scratch / OCGAN": {"mnist": 0.9750, "cifar10": 0.6566, "fashion_mnist": None},
+    "Scratch / ADGAN": {"mnist": 0.9680, "cifar10": 0.6340, "fashion_mnist": None},
+    "Scratch / LSA": {"mnist": 0.9750, "cifar10": 0.6410, "fashion_mnist": 0.8760},
+    "Scratch / MemAE": {"mnist": 0.9751, "cifar10": 0.6088, "fashion_mnist": None},
+    "Scratch / λ-VAE_u": {"mnist": 0.9820, "cifar10": 0.7170, "fashion_mnist": 0.8730},
+    "Scratch / Ours (IGD)": {"mnist": 0.9869, "cifar10": 0.7433, "fashion_mnist": 0.9201},
+    "ImageNet / CAVGA-D_u": {"mnist": 0.9860, "cifar10": 0.7370, "fashion_mnist": 0.8850},
+    "ImageNet / Student-Teacher": {"mnist": 0.9935, "cifar10": 0.8196, "fashion_mnist": None},
+    "ImageNet / Ours (IGD)": {"mnist": 0.9927, "cifar10": 0.8368, "fashion_mnist": 0.9357},
+    "SSL / Rot-Net": {"mnist": None, "cifar10": 0.8160, "fashion_mnist": 0.9350},
+    "SSL / GOAD": {"mnist": None, "cifar10": 0.8820, "fashion_mnist": 0.9410},
+    "SSL / Ours (IGD)": {"mnist": None, "cifar10": 0.9125, "fashion_mnist": 0.9441},
+}
+
+
+#: Everything typed by hand, in one place.
+PUBLISHED = {
+    "paper_table1": PAPER_TABLE1,
+    "paper_per_class": PAPER_PER_CLASS,
+    "igd_table1": IGD_TABLE1,
+}
+
+
+# [P] Table 3 (AU-PRO, FPR ≤ 0.3) by receptive field, and [P] Table 2 baselines (SPEC §6.4-6.5).
+PAPER_TABLE3 = {
+    "carpet": (0.795, 0.893, 0.695, 0.879),
+    "grid": (0.920, 0.949, 0.819, 0.952),
+    "leather": (0.935, 0.956, 0.819, 0.945),
+    "tile": (0.936, 0.950, 0.912, 0.946),
+    "wood": (0.943, 0.929, 0.725, 0.911),
+    "bottle": (0.814, 0.890, 0.918, 0.931),
+    "cable": (0.671, 0.764, 0.865, 0.818),
+    "capsule": (0.935, 0.963, 0.916, 0.968),
+    "hazelnut": (0.971, 0.965, 0.937, 0.965),
+    "metal_nut": (0.891, 0.928, 0.895, 0.942),
+    "pill": (0.931, 0.959, 0.935, 0.961),
+    "screw": (0.915, 0.937, 0.928, 0.942),
+    "toothbrush": (0.946, 0.944, 0.863, 0.933),
+    "transistor": (0.540, 0.611, 0.701, 0.666),
+    "zipper": (0.848, 0.942, 0.933, 0.951),
+}
+
+
+TABLE2_METHODS = ("1nn", "ocsvm", "kmeans", "l2ae", "vae", "ssim_ae")
+
+
+# AnoGAN and the CNN feature dictionary were not re-run: quoted from [P] Table 2 and marked so.
+QUOTED_TABLE2 = {  # AnoGAN, CNN-FD
+    "carpet": (0.204, 0.469),
+    "grid": (0.226, 0.183),
+    "leather": (0.378, 0.641),
+    "tile": (0.177, 0.797),
+    "wood": (0.386, 0.621),
+    "bottle": (0.620, 0.742),
+    "cable": (0.383, 0.558),
+    "capsule": (0.306, 0.306),
+    "hazelnut": (0.698, 0.844),
+    "metal_nut": (0.320, 0.358),
+    "pill": (0.776, 0.460),
+    "screw": (0.466, 0.277),
+    "toothbrush": (0.749, 0.151),
+    "transistor": (0.549, 0.628),
+    "zipper": (0.467, 0.703),
+}
+
+
+PAPER_TABLE2 = {  # 1-NN, OC-SVM, K-Means, ℓ2-AE, VAE, SSIM-AE
+    "carpet": (0.512, 0.355, 0.253, 0.456, 0.501, 0.647),
+    "grid": (0.228, 0.125, 0.107, 0.582, 0.224, 0.849),
+    "leather": (0.446, 0.306, 0.308, 0.819, 0.635, 0.561),
+    "tile": (0.822, 0.722, 0.779, 0.897, 0.870, 0.175),
+    "wood": (0.502, 0.336, 0.411, 0.727, 0.628, 0.605),
+    "bottle": (0.898, 0.850, 0.495, 0.910, 0.897, 0.834),
+    "cable": (0.806, 0.431, 0.513, 0.825, 0.654, 0.478),
+    "capsule": (0.631, 0.554, 0.387, 0.862, 0.526, 0.860),
+    "hazelnut": (0.861, 0.616, 0.698, 0.917, 0.878, 0.916),
+    "metal_nut": (0.705, 0.319, 0.351, 0.830, 0.576, 0.603),
+    "pill": (0.725, 0.544, 0.514, 0.893, 0.769, 0.830),
+    "screw": (0.604, 0.644, 0.550, 0.754, 0.559, 0.887),
+    "toothbrush": (0.675, 0.538, 0.337, 0.822, 0.693, 0.784),
+    "transistor": (0.680, 0.496, 0.399, 0.728, 0.626, 0.725),
+    "zipper": (0.512, 0.355, 0.253, 0.839, 0.549, 0.665),
+}

@@ -1,0 +1,50 @@
+"""Stage `mds` (notebook 40): the students and the drawing of Figure 4."""
+
+from __future__ import annotations
+
+import os
+
+from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.experiments.params import section
+from ust.stages import load_stage_teacher, student_training
+from ust.stages.oneclass import load_oneclass_task
+from ust.train.device import resolve_device
+
+
+def train_mds_students(*, progress: bool = True):
+    """Students of Figure 4 (``mds``: dataset, normal class, M) with ``oneclass_train`` settings;
+    returns (trained vector-mode model, the one-class task, :func:`run_students` result)."""
+    from ust.experiments.oneclass import run_students
+
+    mds = section("mds")
+    cfg = section("oneclass_train")
+    data = load_oneclass_task(mds["dataset"], int(mds["normal_class"]))
+    device = resolve_device(cfg["device"])
+    teacher = load_stage_teacher(cfg["p"], mds["teacher_losses"], device)
+    result = run_students(
+        data,
+        teacher,
+        p=int(cfg["p"]),
+        students=int(mds["students"]),
+        training=student_training(cfg),
+        seed=int(cfg["seed"]),
+        device=device,
+        progress=progress,
+        teacher_config=mds["teacher_losses"],
+    )
+    return result["model"], data, result
+
+
+def draw_mds_figure(model, data, result: dict, path: str | os.PathLike):
+    """Draw Figure 4 from :func:`train_mds_students` output; returns (figure, embedding data)."""
+    from ust.report.figures_oneclass import mds_figure as draw
+
+    return draw(
+        None,
+        model,
+        data,
+        path=path,
+        seed=int(section("mds")["seed"]),
+        stats=result["score_stats"],
+        scores=result["scores"],
+    )
