@@ -13,8 +13,8 @@ OPTIONS = (
     "--images", "--patch-size", "--out", "--iterations", "--batch-size", "--lr", "--weight-decay",
     "--lambda-k", "--lambda-m", "--lambda-c", "--margin", "--decorrelation", "--resnet-weights",
     "--allow-download", "--resnet-input-size", "--device", "--bf16", "--tf32", "--seed",
-    "--num-workers", "--checkpoint-every", "--log-every", "--eval-triplets", "--no-resume",
-    "--no-progress",
+    "--num-workers", "--checkpoint-every", "--log-every", "--eval-triplets", "--live-dir",
+    "--no-resume", "--no-progress",
 )  # fmt: skip
 
 
@@ -23,7 +23,7 @@ def test_teacher_command_writes_loadable_file(tmp_path, capsys):
     argv = ["teacher", "--images", "embedded", "--patch-size", "17", "--iterations", "2"]
     argv += ["--batch-size", "4", "--lambda-k", "0", "--lambda-m", "1", "--lambda-c", "1"]
     argv += ["--out", str(out), "--device", "cpu", "--eval-triplets", "8", "--no-progress"]
-    assert main(argv) == 0
+    assert main(argv + ["--live-dir", str(tmp_path / "live")]) == 0
     text = capsys.readouterr().out
     summary = json.loads(text)
     assert summary["steps"] == 2 and summary["device"] == "cpu" and "NaN" not in text
@@ -32,6 +32,8 @@ def test_teacher_command_writes_loadable_file(tmp_path, capsys):
     assert net.config.p == 17 and dense_net(net)(torch.rand(1, 3, 9, 9)).shape == (1, 128, 9, 9)
     blob = torch.load(out, weights_only=False)
     assert blob["loss_config"]["lambda_k"] == 0 and blob["loss_config"]["decorrelation_normalized"]
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())  # --live-dir: dvclive
+    assert live["step"] == 2 and live["triplet_accuracy_final"] == summary["triplet_accuracy_final"]
 
 
 def test_only_rank_zero_prints_the_summary(tmp_path, monkeypatch, capsys):

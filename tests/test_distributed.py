@@ -48,7 +48,7 @@ WORKER = textwrap.dedent(
         fit_target_statistics(model, images)
         history = train_students(
             model, images, CONFIG, checkpoint=out / "students.ckpt", progress=False,
-            distributed=distributed,
+            distributed=distributed, live_dir=out / "students_live",
         )
         return model.students.state_dict(), history
 
@@ -61,7 +61,7 @@ WORKER = textwrap.dedent(
             patch_size=17, d=16, device="cpu", iterations=2, batch_size=4, lambda_k=0,
             lambda_m=1, lambda_c=1, eval_triplets=0, log_every=1, checkpoint_every=1,
         )
-        return pretrain(cfg, out / "t.pt", progress=False)
+        return pretrain(cfg, out / "t.pt", progress=False, live_dir=out / "teacher_live")
 
 
     if __name__ == "__main__":
@@ -137,6 +137,16 @@ def torchrun_world1(tmp_path_factory):
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root, _load_worker(script)
+
+
+def _assert_same_dvclive(root: Path, name: str) -> None:
+    """Rank 0 of the DDP run wrote the dvclive files of the single-process run, byte for byte."""
+    single, dist_dir = root / "single" / name, root / "dist" / name
+    files = sorted(p.relative_to(single) for p in single.rglob("*") if p.is_file())
+    assert Path("metrics.json") in files and len(files) > 1
+    assert files == sorted(p.relative_to(dist_dir) for p in dist_dir.rglob("*") if p.is_file())
+    for f in files:
+        assert (dist_dir / f).read_text() == (single / f).read_text(), f
 
 
 def test_shard_equal_pieces_cover_everything():
@@ -218,6 +228,7 @@ def test_students_world1_ddp_matches_single_process(torchrun_world1):
     assert ckpt.keys() == ref.keys() and ckpt["epoch"] == 2
     assert all(torch.equal(ckpt["students"][k], v) for k, v in weights.items())
     assert not list((root / "dist").glob("*.tmp"))
+    _assert_same_dvclive(root, "students_live")
 
 
 def test_teacher_world1_ddp_matches_single_process(torchrun_world1):
@@ -240,3 +251,4 @@ def test_teacher_world1_ddp_matches_single_process(torchrun_world1):
     assert ckpt["step"] == 2 and len(ckpt["log"]) == 2
     assert all(torch.equal(ckpt["model"][k], v) for k, v in b["state_dict"].items())
     assert not list((root / "dist").glob("*.tmp"))
+    _assert_same_dvclive(root, "teacher_live")

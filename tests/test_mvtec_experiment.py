@@ -5,6 +5,7 @@ really upsampled to the original size, register A15), d = 16, 2 students, 2 epoc
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +36,16 @@ def _teacher(p: int):
     return patch_net(p, d=16)
 
 
-def _single(data, p, out, **kw):
+def _single(data, p, out, on_epoch=None, **settings):
     return mx.run_single_scale(
         data,
         CAT,
         p,
         _teacher(p),
         out,
-        image_size=NET,
-        students=2,
-        training=TRAINING,
+        mx.MVTecRunSettings(image_size=NET, students=2, training=TRAINING, **settings),
         progress=False,
-        **kw,
+        on_epoch=on_epoch,
     )
 
 
@@ -169,6 +168,42 @@ def test_multiscale_is_mean_of_scales(data, runs, tmp_path):
     assert len(list((out / "segmentation").rglob("*.png"))) == len(index.test)
 
 
+def test_multiscale_stage_finds_the_scales_of_params(data, runs, tmp_path, monkeypatch):
+    """Stage `mvtec_multiscale`: scales from `mvtec.patch_sizes` under <root>/<category>/p<p>,
+    Table 2 baselines on the teacher of `mvtec_baselines.p`."""
+    import yaml
+
+    from ust.paths import ROOT
+    from ust.stages import mvtec as stage
+
+    single = tmp_path / "single"
+    for p in runs:
+        (single / CAT).mkdir(parents=True, exist_ok=True)
+        (single / CAT / f"p{p}").symlink_to(runs[p][0], target_is_directory=True)
+    params = yaml.safe_load((ROOT / "profiles/smoke.yaml").read_text())
+    params["mvtec"] = {"categories": [CAT], "patch_sizes": [17, 33]}
+    params["mvtec_data"].update(root=str(data), synthetic=False)
+    params["mvtec_train"].update(image_size=NET)
+    params["mvtec_baselines"].update(methods=["1nn"], n_1nn=30, p=33, ssim_ae_epochs=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("UST_PARAMS", str(tmp_path / "params.yaml"))
+    loaded = []
+
+    def fake_teacher(p, losses, device="cpu"):
+        loaded.append((p, losses))
+        return _teacher(p)
+
+    monkeypatch.setattr(stage, "load_stage_teacher", fake_teacher)
+    out = tmp_path / "multiscale"
+    result = stage.run_mvtec_multiscale(CAT, single, out, progress=False)
+    assert loaded == [(33, params["mvtec_train"]["teacher_losses"])]
+    assert set(result) == {"multiscale", "baselines"}
+    assert result["multiscale"]["scales"] == [17, 33]
+    assert list(json.loads((out / "table.json").read_text())) == ["17", "33", "multiscale"]
+    assert list(json.loads((out / "baselines.json").read_text())) == ["1nn"]
+    assert stage.single_scale_dirs(CAT, single) == {p: single / CAT / f"p{p}" for p in (17, 33)}
+
+
 def _broken(data: Path, tmp_path: Path, how: str) -> Path:
     root = tmp_path / "broken"
     shutil.copytree(data, root)
@@ -190,7 +225,7 @@ def test_broken_layout_raises_before_writing(data, tmp_path, how):
             root, CAT, _teacher(17), out, progress=False
         ),
         "ssim": lambda out: mbl.run_ssim_ae_baseline(
-            root, CAT, out, image_size=128, progress=False
+            root, CAT, out, mbl.SSIMAEBaselineSettings(image_size=128), progress=False
         ),
     }
     for name, call in calls.items():
@@ -254,19 +289,11 @@ def test_other_configuration_in_same_folder_is_refused(data, runs):
 
 def test_feature_baselines_tiny(data, tmp_path):
     out = tmp_path / "baselines"
+    tiny = mbl.FeatureBaselineSettings(
+        image_size=NET, n_1nn=30, n_fit=120, ae_epochs=1, ae_batch=32, chunk_size=100
+    )
     res = mbl.run_feature_baselines(
-        data,
-        CAT,
-        _teacher(17),
-        out,
-        image_size=NET,
-        n_1nn=30,
-        n_fit=120,
-        ae_epochs=1,
-        ae_batch=32,
-        chunk_size=100,
-        progress=False,
-        save_maps=True,
+        data, CAT, _teacher(17), out, replace(tiny, save_maps=True), progress=False
     )
     assert list(res) == list(mbl.BASELINE_METHODS)
     assert json.loads((out / "baselines.json").read_text()) == res
@@ -285,23 +312,16 @@ def test_feature_baselines_tiny(data, tmp_path):
     nn_maps = [load_anomaly_map(q) for q in (out / "maps_1nn").rglob("*.tiff")]
     assert min(float(m.min()) for m in nn_maps) >= 0
     # Deterministic for a seed: a second run of two methods gives the same numbers.
+    two = replace(tiny, methods=("1nn", "vae"), chunk_size=65_536)
     again = mbl.run_feature_baselines(
-        data,
-        CAT,
-        _teacher(17),
-        tmp_path / "again",
-        image_size=NET,
-        methods=("1nn", "vae"),
-        n_1nn=30,
-        n_fit=120,
-        ae_epochs=1,
-        ae_batch=32,
-        progress=False,
+        data, CAT, _teacher(17), tmp_path / "again", two, progress=False
     )
     for name in ("1nn", "vae"):
         assert all(again[name][k] == res[name][k] for k in METRICS)
     with pytest.raises(ValueError, match="unknown baseline"):
-        mbl.run_feature_baselines(data, CAT, _teacher(17), out, methods=("knn",), progress=False)
+        mbl.run_feature_baselines(
+            data, CAT, _teacher(17), out, replace(tiny, methods=("knn",)), progress=False
+        )
 
 
 def test_descriptor_sample_is_seeded_and_normalised(data):
@@ -325,9 +345,10 @@ def test_descriptor_sample_is_seeded_and_normalised(data):
 def test_ssim_ae_baseline_tiny(data, tmp_path):
     out = tmp_path / "ssim"
     cfg = SSIMAEConfig(latent_dim=8, epochs=1, batch_size=4, num_patches=4)
-    res = mbl.run_ssim_ae_baseline(
-        data, CAT, out, image_size=128, stride=64, config=cfg, progress=False, save_maps=True
+    settings = mbl.SSIMAEBaselineSettings(
+        image_size=128, stride=64, autoencoder=cfg, save_maps=True
     )
+    res = mbl.run_ssim_ae_baseline(data, CAT, out, settings, progress=False)
     assert json.loads((out / "ssim_ae.json").read_text()) == res
     assert res["patch"] == 128 and res["stride"] == 64
     for k in METRICS:
@@ -338,7 +359,9 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
         assert m.shape == s.size and m.min() >= 0.0 and m.max() <= 2.0
     assert (out / "ssim_ae_last.pt").is_file()
     with pytest.raises(ValueError, match="patch"):
-        mbl.run_ssim_ae_baseline(data, CAT, out, image_size=64, progress=False)
+        mbl.run_ssim_ae_baseline(
+            data, CAT, out, mbl.SSIMAEBaselineSettings(image_size=64), progress=False
+        )
 
 
 def test_figures(tmp_path):

@@ -1,5 +1,6 @@
 """Every notebook executed through papermill on the smoke profile, and the whole DVC pipeline run
-end to end on it in a temporary copy of the repository (STYLE.md: recommenders-style notebook tests).
+end to end on it in a temporary copy of the repository (notebook tests in the style of recommenders:
+small parameters through papermill, then assertions on the values the notebooks wrote).
 """
 
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 import papermill
 import pytest
 import torch
+import yaml
 
 from ust.method.dense import dense_net
 from ust.method.teacher import load_teacher
@@ -101,7 +103,8 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     assert sh(sys.executable, "-m", "ust.experiments.params", "use", "smoke").returncode == 0
     run = sh(str(BIN / "dvc"), "repro")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for p in (17, 33, 65):
+    smoke = yaml.safe_load((repo / "params.yaml").read_text())
+    for p in smoke["mvtec"]["patch_sizes"]:
         metrics = json.loads((repo / f"results/teachers/p{p}/mc/metrics.json").read_text())
         assert metrics["patch_size"] == p
         assert (repo / f"results/notebooks/10_teacher-p{p}-mc.ipynb").exists()
@@ -118,9 +121,9 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     }
     assert all(0.0 <= v <= 1.0 for v in oneclass["auc"].values())
     for cat in ("brick", "grass"):
-        fused = json.loads((repo / f"results/mvtec/{cat}-multiscale/metrics.json").read_text())
+        fused = json.loads((repo / f"results/mvtec_multiscale/{cat}/metrics.json").read_text())
         assert 0.0 <= fused["au_pro"] <= 1.0
-        assert (repo / f"results/mvtec/{cat}-multiscale/baselines.json").exists()
+        assert (repo / f"results/mvtec_multiscale/{cat}/baselines.json").exists()
     summary = json.loads((repo / "figures/summary.json").read_text())
     assert summary["profile"] == "smoke"
     assert summary["oneclass_mean_auc"]["mnist"]["students:mc"] == oneclass["auc"]["students:mc"]
@@ -153,12 +156,13 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         "mvtec@brick-17",
         "mvtec@brick-33",
         "mvtec@brick-65",
-        "mvtec_category@brick",
+        "mvtec_multiscale@brick",
     }
+    (repo / "params.yaml").write_text(params)
+    _check_code_and_param_deps(sh, repo)
 
     # Sweeps: `dvc exp run -S` on a tracked parameter runs only what it invalidates, and variants
     # can be queued for `dvc queue start -j N` (README "Sweeps").
-    (repo / "params.yaml").write_text(params)
     assert sh("git", "add", "-A").returncode == 0
     assert sh("git", "commit", "-qm", "smoke results").returncode == 0
     exp = sh(str(BIN / "dvc"), "exp", "run", "-S", "mvtec_category.grass.seed=1")
@@ -171,3 +175,43 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     status = sh(str(BIN / "dvc"), "queue", "status")
     assert "Queued" in status.stdout, status.stdout
     sh(str(BIN / "dvc"), "queue", "remove", "--all")
+
+
+# One module per stage family: editing it must make `dvc status` report the stages whose code deps
+# contain it (stale results must never look up to date), and nothing else.
+_COMPUTING = ("teacher@", "oneclass@", "mds", "mvtec@", "mvtec_multiscale@", "report")
+EDITED_MODULE_STAGES = {
+    "ust/train/teacher.py": _COMPUTING,
+    "ust/experiments/oneclass.py": ("oneclass@", "mds", "report"),
+    "ust/experiments/mvtec_single.py": ("mvtec@", "mvtec_multiscale@", "report"),
+    "ust/report/tables_mvtec.py": ("mvtec_multiscale@", "report"),
+    "ust/experiments/preflight.py": ("preflight",),
+}
+
+
+def _changed(sh) -> set[str]:
+    out = sh(str(BIN / "dvc"), "status", "--json")
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout))
+
+
+def _family(stage: str) -> str:
+    return stage.split("@")[0] + "@" if "@" in stage else stage
+
+
+def _check_code_and_param_deps(sh, repo: Path) -> None:
+    assert _changed(sh) == set()
+    for module, families in EDITED_MODULE_STAGES.items():
+        path = repo / module
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        changed = _changed(sh)
+        path.write_text(original)
+        assert {_family(s) for s in changed} == set(families), (module, sorted(changed))
+    # Settings that cannot change a result are not tracked: no computing stage re-runs.
+    params = (repo / "params.yaml").read_text()
+    for old, new in (("  device: cpu\n", "  device: auto\n"), ("  log_every: ", "  log_every: 1")):
+        assert old in params
+        (repo / "params.yaml").write_text(params.replace(old, new))
+        assert _changed(sh) <= {"preflight"}, f"changing {old.strip()} re-runs stages"
+    (repo / "params.yaml").write_text(params)

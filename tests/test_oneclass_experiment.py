@@ -22,6 +22,8 @@ from ust.baselines.igd import IGDConfig
 from ust.data.oneclass import load_oneclass, zoom_to_patch
 from ust.experiments.oneclass import (
     FEATURE_BASELINES,
+    OneClassBaselineSettings,
+    OneClassStudentSettings,
     collect_results,
     igd_images,
     pixel_nn_scores,
@@ -115,15 +117,10 @@ def teacher():
 @pytest.fixture(scope="module")
 def run(data, teacher):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    result = run_students(
-        data,
-        teacher,
-        students=2,
-        training=StudentTrainingConfig(epochs=3, batch_size=8, lr=1e-3),
-        seed=0,
-        progress=False,
-        teacher_config="kc",
+    settings = OneClassStudentSettings(
+        students=2, training=StudentTrainingConfig(epochs=3, batch_size=8, lr=1e-3), seed=0
     )
+    result = run_students(data, teacher, settings, progress=False, teacher_config="kc")
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "run_students changed the teacher"
     return result
@@ -182,7 +179,9 @@ def test_teacher_descriptors_are_the_student_targets_input(run, data, teacher):
 
 def test_feature_baselines_smoke(data, teacher):
     details: dict = {}
-    aucs = run_feature_baselines(data, teacher, ae_epochs=1, details=details)
+    aucs = run_feature_baselines(
+        data, teacher, OneClassBaselineSettings(ae_epochs=1), details=details
+    )
     assert list(aucs) == list(FEATURE_BASELINES)
     for method, auc in aucs.items():
         assert 0.0 <= auc <= 1.0, method
@@ -191,7 +190,7 @@ def test_feature_baselines_smoke(data, teacher):
     assert details["n_fit"] == len(data.train) + len(data.val)  # all normal training images
     assert aucs["1nn"] > 0.9  # distances in descriptor space already separate this fixture
     with pytest.raises(ValueError, match="unknown feature baseline"):
-        run_feature_baselines(data, teacher, methods=("knn",))
+        run_feature_baselines(data, teacher, OneClassBaselineSettings(methods=("knn",)))
 
 
 def test_pixel_nn_reference_is_the_raw_nearest_neighbour_distance(data):

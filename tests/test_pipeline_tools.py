@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,6 +166,52 @@ def test_preflight_command_removes_the_marker_and_writes_nothing_on_failure(
     monkeypatch.setenv("UST_PARAMS", str(ROOT / "profiles/smoke.yaml"))
     assert preflight.main([str(marker)]) == 0
     assert marker.read_text() == preflight.MARKER_TEXT
+
+
+def test_preflight_stops_at_a_misspelt_key_before_anything_else(
+    smoke, tmp_path, monkeypatch, capsys
+):
+    params = copy.deepcopy(smoke)
+    params["mvtec_train"]["epochz"] = params["mvtec_train"].pop("epochs")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    marker = tmp_path / "preflight.ok"
+    marker.write_text("stale")
+    monkeypatch.setenv("UST_PARAMS", str(bad))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("no input may be checked before the parameters are valid")
+
+    monkeypatch.setattr(preflight, "problems", forbidden)
+    monkeypatch.setattr(preflight, "_oneclass_check", forbidden)
+    assert preflight.main([str(marker)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"preflight: {bad}: unknown key 'epochz' in section 'mvtec_train'; valid keys: "
+        "batch_size, device, epochs, image_size, lr, seed, students, teacher_losses, "
+        "val_fraction, weight_decay; did you mean 'epochs'?\n"
+    )
+    assert not marker.exists()
+
+
+def test_preflight_module_exits_non_zero_on_a_misspelt_key(smoke, tmp_path):
+    params = copy.deepcopy(smoke)
+    params["teacher"]["iteratons"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "UST_PARAMS": str(bad)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ust.experiments.preflight", str(tmp_path / "ok")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"{bad}: unknown key 'iteratons' in section 'teacher'" in lines[0]
+    assert not (tmp_path / "ok").exists()
 
 
 def test_a_foreign_file_in_the_hub_cache_is_refused(tmp_path, monkeypatch):

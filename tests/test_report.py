@@ -12,6 +12,7 @@ from ust.data.oneclass import CLASS_NAMES
 from ust.report.published import IGD_TABLE1, PAPER_PER_CLASS, PAPER_TABLE1, PUBLISHED
 from ust.report.tables_oneclass import (
     DIFFERENCE_ROW,
+    auc_grid,
     default_data_label,
     mean_table,
     oneclass_table,
@@ -191,3 +192,22 @@ def test_write_table_markdown_and_csv(tmp_path):
         back["mean"].to_numpy(float), table["mean"].to_numpy(float), rtol=1e-12
     )
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["mnist.csv", "mnist.md"]
+
+
+def test_auc_grid_methods_by_classes():
+    df = _results(np.random.default_rng(5))
+    grid = auc_grid(df, "mnist")
+    assert list(grid.index) == ["students:kc", "1nn:kc", "igd"]  # DEFAULT_METHOD_MAP order
+    assert list(grid.columns) == list(CLASS_NAMES["mnist"])
+    sel = df[(df.dataset == "mnist") & (df.method == "1nn")].sort_values("class")
+    np.testing.assert_array_equal(grid.loc["1nn:kc"].to_numpy()[:7], sel["auc"].to_numpy())
+    assert grid.loc["1nn:kc"].isna().sum() == 3  # classes 7-9 not run
+    fashion = auc_grid(df, "fashion_mnist")
+    assert list(fashion.columns) == list(CLASS_NAMES["fashion_mnist"])
+    assert not fashion.isna().any().any()
+    other = df[df.dataset == "mnist"].assign(source="torchvision")
+    with pytest.raises(ValueError, match="several sources"):
+        auc_grid(pd.concat([df, other]), "mnist")
+    assert auc_grid(pd.concat([df, other]), "mnist", source="torchvision").shape == (3, 10)
+    with pytest.raises(ValueError, match="no results"):
+        auc_grid(df, "cifar10")

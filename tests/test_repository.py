@@ -1,5 +1,7 @@
-"""Repository hygiene: environment.yml ↔ pyproject, profiles ↔ params.yaml, notebooks ↔ dvc.yaml."""
+"""Repository hygiene: environment.yml ↔ pyproject, profiles ↔ params.yaml, notebooks ↔ dvc.yaml,
+function sizes, the public API, and references that stay inside the repository."""
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -40,7 +42,7 @@ def test_profiles_declare_their_name_and_same_keys(path):
     for key, value in default.items():
         if isinstance(value, dict) and key not in ("teachers", "mvtec_category"):
             assert set(data[key]) == set(value), f"{path.name}: section {key} has other keys"
-    # Block style only: `dvc exp run -S` rewrites flow style (STYLE.md pitfall 7).
+    # Block style only: `dvc exp run -S` rewrites flow style, and `${}` inside flow lists breaks.
     assert not re.search(r":\s*[\[{]", path.read_text())
 
 
@@ -91,7 +93,7 @@ def _papermill_calls():
 
 
 def test_dvc_papermill_parameters_exist_in_notebooks():
-    """papermill only warns on an unknown -p name (STYLE.md pitfall 5): check them all here."""
+    """papermill only warns on an unknown -p name: check them all here."""
     calls = list(_papermill_calls())
     assert calls, "dvc.yaml runs no notebook"
     for name, notebook, cmd in calls:
@@ -125,3 +127,81 @@ def test_readme_results_blocks_equal_pipeline_outputs():
     } | {"figures/default/timings.md"} <= set(embedded)
     assert all((ROOT / path).exists() for path in embedded)
     assert sync_readme(check=True) == []
+
+
+PACKAGE_FILES = sorted((ROOT / "ust").rglob("*.py"))
+MAX_FUNCTION_LINES = 80
+MAX_PARAMETERS = 14
+
+
+def _functions(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def test_no_function_is_too_long_or_takes_too_many_parameters():
+    long, wide = [], []
+    for path in PACKAGE_FILES:
+        rel = path.relative_to(ROOT)
+        for fn in _functions(path):
+            lines = fn.end_lineno - fn.lineno + 1
+            n_args = len(fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs)
+            if lines > MAX_FUNCTION_LINES:
+                long.append(f"{rel}:{fn.lineno} {fn.name} ({lines} lines)")
+            if n_args > MAX_PARAMETERS:
+                wide.append(f"{rel}:{fn.lineno} {fn.name} ({n_args} parameters: pass a config)")
+    assert not long, "split into named steps: " + "; ".join(long)
+    assert not wide, "; ".join(wide)
+
+
+def test_public_api_resolves():
+    import ust
+
+    for name in ust.__all__:
+        assert getattr(ust, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ust.nope  # noqa: B018
+
+
+def _repository_text_files():
+    for pattern in ("README.md", "docs/*.md", "ust/**/*.py", "notebooks/*.ipynb", "tests/*.py"):
+        yield from sorted(ROOT.glob(pattern))
+    yield from (ROOT / name for name in ("dvc.yaml", "params.yaml", "Makefile", "pyproject.toml"))
+    yield from sorted((ROOT / "profiles").glob("*.yaml"))
+
+
+# spelt in pieces so that this file does not match itself
+OUTSIDE = re.compile(
+    "|".join(["SP" + "EC", "STY" + "LE" + r"\.md", r"\.\./sha" + "red", "regi" + r"ster A\d"])
+)
+
+
+def test_nothing_refers_to_files_outside_the_repository():
+    hits = [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()[:80]}"
+        for path in _repository_text_files()
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not hits, "\n".join(hits[:30])
+
+
+DECISIONS = ROOT / "docs" / "decisions.md"
+
+
+def test_every_cited_decision_anchor_exists():
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', DECISIONS.read_text()))
+    cited = {
+        (path.relative_to(ROOT).as_posix(), anchor)
+        for path in _repository_text_files()
+        for anchor in re.findall(r"decisions\.md#([A-Za-z0-9_-]+)", path.read_text())
+    }
+    assert len(cited) >= 20, "docstrings should cite the decisions they follow"
+    missing = sorted(f"{path}: #{a}" for path, a in cited if a not in anchors)
+    assert not missing, missing
+
+
+def test_decision_anchors_are_unique():
+    anchors = re.findall(r'<a id="([a-z0-9-]+)"></a>', DECISIONS.read_text())
+    assert len(anchors) == len(set(anchors)) >= 30

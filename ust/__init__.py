@@ -1,3 +1,53 @@
-"""ust: a reproducible companion to "Uninformed Students" (Bergmann et al., CVPR 2020)."""
+"""ust: a reproducible companion to "Uninformed Students" (Bergmann et al., CVPR 2020).
+
+The public API, importable from the top level (each name is loaded on first use, so ``import ust``
+stays cheap and a DVC stage's dependencies are exactly the modules it imports):
+
+* the method — :func:`patch_net`, :func:`dense_net`, :class:`TeacherConfig`, :func:`load_teacher`,
+  :class:`StudentTeacher`, :func:`make_students`, :func:`anomaly_scores`;
+* training — :func:`pretrain`, :func:`train_students`, :class:`StudentTrainingConfig`;
+* evaluation — :func:`au_pro`, :func:`pro_curve`, :func:`pixel_roc_auc`, :func:`image_roc_auc`,
+  :func:`roc_auc`, :func:`evaluate_maps`.
+
+``docs/architecture.md`` maps every paper concept to its file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "patch_net": "ust.method.networks",
+    "PatchNet": "ust.method.networks",
+    "dense_net": "ust.method.dense",
+    "TeacherConfig": "ust.method.teacher",
+    "load_teacher": "ust.method.teacher",
+    "StudentTeacher": "ust.method.students",
+    "make_students": "ust.method.students",
+    "anomaly_scores": "ust.method.students",
+    "pretrain": "ust.train.teacher",
+    "train_students": "ust.train.students",
+    "StudentTrainingConfig": "ust.train.students",
+    "au_pro": "ust.eval.metrics",
+    "pro_curve": "ust.eval.metrics",
+    "pixel_roc_auc": "ust.eval.metrics",
+    "image_roc_auc": "ust.eval.metrics",
+    "roc_auc": "ust.eval.metrics",
+    "evaluate_maps": "ust.eval.metrics",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ust' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

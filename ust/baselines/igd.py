@@ -78,6 +78,7 @@ from tqdm.auto import tqdm
 from ust.data.transforms import imagenet_normalize, to_three_channels
 from ust.io import atomic_torch_save
 from ust.paths import resolve
+from ust.train.live import log_step, replay
 
 __all__ = [
     "IGD",
@@ -540,11 +541,125 @@ def _config_compatible(saved: dict, config: IGDConfig) -> bool:
     return all(saved.get(k) == v for k, v in now.items() if k not in ignore)
 
 
+def _init_training(config: IGDConfig, device: torch.device) -> tuple[IGD, tuple]:
+    """(model, (auto-encoder + encoder optimiser, critic optimiser)); parameters seeded in a forked
+    RNG, so the global RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = IGD(config)
+    model.to(device)
+    ae_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    opt_ae = torch.optim.Adam(ae_params, lr=config.lr, weight_decay=config.weight_decay)
+    opt_c = torch.optim.Adam(
+        model.critic.parameters(), lr=config.critic_lr, weight_decay=config.critic_weight_decay
+    )
+    return model, (opt_ae, opt_c)
+
+
+def _resume(
+    ckpt_path: Path | None, model: IGD, opts: tuple, config: IGDConfig, device: torch.device
+) -> tuple[list[dict], int]:
+    """(history, epochs done) from ``igd_last.pt`` when there is one, else a fresh start."""
+    if ckpt_path is None or not ckpt_path.is_file():
+        return [], 0
+    state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if not _config_compatible(state["config"], config):
+        raise ValueError(f"checkpoint {ckpt_path} was written with a different IGDConfig")
+    model.load_state_dict(state["model"])
+    opts[0].load_state_dict(state["opt_ae"])
+    opts[1].load_state_dict(state["opt_critic"])
+    return list(state["history"]), int(state["epoch"])
+
+
+def _batch_starts(n: int, batch_size: int) -> list[int]:
+    starts = list(range(0, n, batch_size))
+    if n - starts[-1] < 2:  # a 1-image batch cannot form a pair x1 ≠ x2
+        starts = starts[:-1]
+    return starts
+
+
+def _m_step(
+    model: IGD,
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    zeta: torch.Tensor,
+    config: IGDConfig,
+    opts: tuple,
+) -> dict[str, torch.Tensor]:
+    """The two alternating updates of one mini-batch; returns the (batch-mean) loss terms."""
+    opt_ae, opt_c = opts
+    # (1) auto-encoder + encoder step: ℓ_h + λ2 (ℓ_r + λ3 ‖d(x̂_α)‖²)
+    model.critic.requires_grad_(False)
+    z, x_hat = model(x)
+    l_h = (1.0 - model.normal_prob(z)).mean()
+    l_r = model.rec_loss(x, x_hat).mean()
+    z_mix = alpha[:, None] * z + (1.0 - alpha[:, None]) * z.roll(1, dims=0)
+    x_alpha = model.decode(z_mix)
+    l_adv = model.critic(x_alpha).pow(2).mean()
+    loss = l_h + config.lambda2 * (l_r + config.lambda3 * l_adv)
+    opt_ae.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_ae.step()
+    model.critic.requires_grad_(True)
+
+    # (2) critic step: λ1 (‖d(x̂_α) − α‖² + ‖d(ζ x + (1 − ζ) x̂)‖²)
+    x_zeta = zeta * x + (1.0 - zeta) * x_hat.detach()
+    l_d = (model.critic(x_alpha.detach()) - alpha).pow(2).mean() + model.critic(x_zeta).pow(
+        2
+    ).mean()
+    opt_c.zero_grad(set_to_none=True)
+    (config.lambda1 * l_d).backward()
+    opt_c.step()
+    return {"loss": loss, "l_h": l_h, "l_r": l_r, "l_adv": l_adv, "l_d": l_d}
+
+
+def _train_epoch(
+    model: IGD, images: torch.Tensor, config: IGDConfig, opts: tuple, epoch: int
+) -> dict:
+    """E-step, then one M-step pass over the training set; returns the epoch's history record."""
+    t0 = time.perf_counter()
+    device = model.mu.device
+    estep(model, images, config.estep_batch_size, bn="batch")
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(images), generator=gen)
+    bs = config.batch_size
+    model.train()
+    sums = dict.fromkeys(("loss", "l_h", "l_r", "l_adv", "l_d"), 0.0)
+    count = 0
+    bar = tqdm(
+        _batch_starts(len(images), bs),
+        desc=f"IGD epoch {epoch + 1}/{config.epochs}",
+        disable=not config.progress,
+        leave=False,
+    )
+    for s in bar:
+        x = images[perm[s : s + bs]].to(device)
+        b = x.shape[0]
+        alpha = (torch.rand(b, generator=gen) * config.alpha_max).to(device)
+        zeta = torch.rand(b, 1, 1, 1, generator=gen).to(device)
+        vals = _m_step(model, x, alpha, zeta, config, opts)
+        for k, v in vals.items():
+            sums[k] += v.item() * b
+        count += b
+        bar.set_postfix(loss=f"{vals['loss'].item():.4f}", l_d=f"{vals['l_d'].item():.4f}")
+    record = {"epoch": epoch + 1, **{k: v / count for k, v in sums.items()}}
+    record["mu_norm"] = float(model.mu.norm())
+    record["sigma"] = float(model.sigma)
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _live_metrics(record: dict) -> dict:
+    """dvclive metrics of an epoch record (its losses and ω; not the wall-clock seconds)."""
+    return {k: v for k, v in record.items() if k not in ("epoch", "seconds")}
+
+
 def train_igd(
     train_images: torch.Tensor,
     config: IGDConfig | None = None,
     device: str | torch.device = "cpu",
     checkpoint_dir: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
 ) -> tuple[IGD, list[dict]]:
     """Train a (global) IGD model on normal images; return (model in eval mode, per-epoch history).
 
@@ -555,6 +670,9 @@ def train_igd(
         device: torch device for the networks.
         checkpoint_dir: if given, ``igd_last.pt`` is written atomically after every epoch and an existing
             one (same config apart from ``epochs``) is resumed from; a finished run is just loaded.
+        live_dir: if given, every epoch's record (without ``epoch`` and ``seconds``) is also logged
+            to dvclive there at step ``epoch`` (:mod:`ust.train.live`); a resumed run rewrites the
+            folder from the checkpoint's history first.
 
     Returns:
         The model (eval mode, ω from a final E-step) and a list with one dict per epoch: ``epoch``,
@@ -564,94 +682,22 @@ def train_igd(
     config = config or IGDConfig()
     images = _check_train_images(train_images, config).cpu()
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = IGD(config)
-    model.to(device)
-    ae_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
-    opt_ae = torch.optim.Adam(ae_params, lr=config.lr, weight_decay=config.weight_decay)
-    opt_c = torch.optim.Adam(
-        model.critic.parameters(), lr=config.critic_lr, weight_decay=config.critic_weight_decay
-    )
-    history: list[dict] = []
-    start_epoch = 0
+    model, opts = _init_training(config, device)
     ckpt_path = Path(resolve(checkpoint_dir)) / CHECKPOINT_NAME if checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if not _config_compatible(state["config"], config):
-            raise ValueError(f"checkpoint {ckpt_path} was written with a different IGDConfig")
-        model.load_state_dict(state["model"])
-        opt_ae.load_state_dict(state["opt_ae"])
-        opt_c.load_state_dict(state["opt_critic"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
+    history, start_epoch = _resume(ckpt_path, model, opts, config, device)
+    live = replay(live_dir, ((r["epoch"], _live_metrics(r)) for r in history))
 
-    n = len(images)
-    bs = config.batch_size
     for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        estep(model, images, config.estep_batch_size, bn="batch")
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        starts = list(range(0, n, bs))
-        if n - starts[-1] < 2:  # a 1-image batch cannot form a pair x1 ≠ x2
-            starts = starts[:-1]
-        model.train()
-        sums = dict.fromkeys(("loss", "l_h", "l_r", "l_adv", "l_d"), 0.0)
-        count = 0
-        bar = tqdm(
-            starts,
-            desc=f"IGD epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-        )
-        for s in bar:
-            idx = perm[s : s + bs]
-            x = images[idx].to(device)
-            b = x.shape[0]
-            alpha = (torch.rand(b, generator=gen) * config.alpha_max).to(device)
-            zeta = torch.rand(b, 1, 1, 1, generator=gen).to(device)
-
-            # (1) auto-encoder + encoder step: ℓ_h + λ2 (ℓ_r + λ3 ‖d(x̂_α)‖²)
-            model.critic.requires_grad_(False)
-            z, x_hat = model(x)
-            l_h = (1.0 - model.normal_prob(z)).mean()
-            l_r = model.rec_loss(x, x_hat).mean()
-            z_mix = alpha[:, None] * z + (1.0 - alpha[:, None]) * z.roll(1, dims=0)
-            x_alpha = model.decode(z_mix)
-            l_adv = model.critic(x_alpha).pow(2).mean()
-            loss = l_h + config.lambda2 * (l_r + config.lambda3 * l_adv)
-            opt_ae.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_ae.step()
-            model.critic.requires_grad_(True)
-
-            # (2) critic step: λ1 (‖d(x̂_α) − α‖² + ‖d(ζ x + (1 − ζ) x̂)‖²)
-            x_zeta = zeta * x + (1.0 - zeta) * x_hat.detach()
-            l_d = (model.critic(x_alpha.detach()) - alpha).pow(2).mean() + model.critic(x_zeta).pow(
-                2
-            ).mean()
-            opt_c.zero_grad(set_to_none=True)
-            (config.lambda1 * l_d).backward()
-            opt_c.step()
-
-            vals = {"loss": loss, "l_h": l_h, "l_r": l_r, "l_adv": l_adv, "l_d": l_d}
-            for k, v in vals.items():
-                sums[k] += v.item() * b
-            count += b
-            bar.set_postfix(loss=f"{loss.item():.4f}", l_d=f"{l_d.item():.4f}")
-        record = {"epoch": epoch + 1, **{k: v / count for k, v in sums.items()}}
-        record["mu_norm"] = float(model.mu.norm())
-        record["sigma"] = float(model.sigma)
-        record["seconds"] = time.perf_counter() - t0
+        record = _train_epoch(model, images, config, opts, epoch)
         history.append(record)
+        log_step(live, record["epoch"], _live_metrics(record))
         if ckpt_path is not None:
             atomic_torch_save(
                 {
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
-                    "opt_ae": opt_ae.state_dict(),
-                    "opt_critic": opt_c.state_dict(),
+                    "opt_ae": opts[0].state_dict(),
+                    "opt_critic": opts[1].state_dict(),
                     "history": history,
                     "config": asdict(config),
                 },

@@ -239,6 +239,75 @@ def _crop_positions(n: int, h: int, w: int, size: int, count: int, seed: int) ->
     return torch.stack([idx, ys, xs], dim=1)
 
 
+def _training_images(images: torch.Tensor, config: SSIMAEConfig) -> torch.Tensor:
+    """(N, C, H, W) float CPU images, rescaled to ``resize_to``; checked against the config."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.as_tensor(np.asarray(images))
+    if images.dim() != 4 or images.shape[1] != config.in_channels:
+        raise ValueError(
+            f"expected (N, {config.in_channels}, H, W) training images, got {tuple(images.shape)}"
+        )
+    images = images.float().cpu()
+    if config.resize_to is not None:
+        images = resize(images, config.resize_to)
+    h, w = images.shape[-2:]
+    s = config.input_size
+    if h < s or w < s:
+        raise ValueError(f"training images {h}×{w} are smaller than the {s}×{s} patches")
+    return images
+
+
+def _resume(
+    ckpt_path: Path | None, model: SSIMAE, opt: torch.optim.Optimizer, config: SSIMAEConfig, device
+) -> tuple[list[dict], int]:
+    """(history, epochs done) from ``ssim_ae_last.pt`` when there is one, else a fresh start."""
+    if ckpt_path is None or not ckpt_path.is_file():
+        return [], 0
+    state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ignore = {"epochs", "progress"}
+    saved, now = state["config"], asdict(config)
+    if any(saved.get(k) != v for k, v in now.items() if k not in ignore):
+        raise ValueError(f"checkpoint {ckpt_path} was written with a different SSIMAEConfig")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return list(state["history"]), int(state["epoch"])
+
+
+def _train_epoch(
+    model: SSIMAE,
+    images: torch.Tensor,
+    crops: torch.Tensor,
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    config: SSIMAEConfig,
+    epoch: int,
+) -> dict:
+    """One pass over the crops in a seeded order; returns the epoch's history record."""
+    t0 = time.perf_counter()
+    s, device = config.input_size, next(model.parameters()).device
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(crops), generator=gen)
+    total, count = 0.0, 0
+    bar = tqdm(
+        range(0, len(crops), config.batch_size),
+        desc=f"SSIM-AE epoch {epoch + 1}/{config.epochs}",
+        disable=not config.progress,
+        leave=False,
+    )
+    for b0 in bar:
+        sel = crops[perm[b0 : b0 + config.batch_size]]
+        x = torch.stack([images[i, :, y : y + s, xx : xx + s] for i, y, xx in sel.tolist()])
+        x = x.to(device)
+        loss = 1.0 - criterion(x, model(x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return {"epoch": epoch + 1, "loss": total / count, "seconds": time.perf_counter() - t0}
+
+
 def train_ssim_ae(
     images: torch.Tensor,
     config: SSIMAEConfig | None = None,
@@ -260,23 +329,12 @@ def train_ssim_ae(
         over the epoch's batches) and ``seconds``.
     """
     config = config or SSIMAEConfig()
-    if not isinstance(images, torch.Tensor):
-        images = torch.as_tensor(np.asarray(images))
-    if images.dim() != 4 or images.shape[1] != config.in_channels:
-        raise ValueError(
-            f"expected (N, {config.in_channels}, H, W) training images, got {tuple(images.shape)}"
-        )
-    images = images.float().cpu()
-    if config.resize_to is not None:
-        images = resize(images, config.resize_to)
+    images = _training_images(images, config)
     n, _, h, w = images.shape
-    s = config.input_size
-    if h < s or w < s:
-        raise ValueError(f"training images {h}×{w} are smaller than the {s}×{s} patches")
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = SSIMAE(config.latent_dim, s, config.in_channels)
+        model = SSIMAE(config.latent_dim, config.input_size, config.in_channels)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     criterion = SSIM(
@@ -286,48 +344,13 @@ def train_ssim_ae(
         K=config.K,
         channel=config.in_channels,
     ).to(device)
-    crops = _crop_positions(n, h, w, s, config.num_patches, config.seed)
-    history: list[dict] = []
-    start_epoch = 0
+    crops = _crop_positions(n, h, w, config.input_size, config.num_patches, config.seed)
     ckpt_path = Path(resolve(checkpoint_dir)) / CHECKPOINT_NAME if checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        ignore = {"epochs", "progress"}
-        saved, now = state["config"], asdict(config)
-        if any(saved.get(k) != v for k, v in now.items() if k not in ignore):
-            raise ValueError(f"checkpoint {ckpt_path} was written with a different SSIMAEConfig")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
+    history, start_epoch = _resume(ckpt_path, model, opt, config, device)
 
     model.train()
     for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(crops), generator=gen)
-        total, count = 0.0, 0
-        starts = range(0, len(crops), config.batch_size)
-        bar = tqdm(
-            starts,
-            desc=f"SSIM-AE epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-        )
-        for b0 in bar:
-            sel = crops[perm[b0 : b0 + config.batch_size]]
-            x = torch.stack([images[i, :, y : y + s, xx : xx + s] for i, y, xx in sel.tolist()])
-            x = x.to(device)
-            loss = 1.0 - criterion(x, model(x))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            count += len(x)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        history.append(
-            {"epoch": epoch + 1, "loss": total / count, "seconds": time.perf_counter() - t0}
-        )
+        history.append(_train_epoch(model, images, crops, criterion, opt, config, epoch))
         if ckpt_path is not None:
             atomic_torch_save(
                 {

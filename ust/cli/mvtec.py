@@ -86,7 +86,7 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
 def run_mvtec(args: argparse.Namespace) -> int:
     from ust.data.mvtec import validate_category
     from ust.experiments.mvtec_multiscale import run_multiscale
-    from ust.experiments.mvtec_single import run_single_scale
+    from ust.experiments.mvtec_single import MVTecRunSettings, run_single_scale
     from ust.experiments.outputs import write_json
     from ust.train.students import StudentTrainingConfig
 
@@ -96,7 +96,12 @@ def run_mvtec(args: argparse.Namespace) -> int:
     validate_category(args.data_root, args.category)  # before anything is trained or written
     teacher_dir = args.teacher_dir or resolve("results/teachers")
     teachers = {p: find_teacher(teacher_dir, p) for p in args.patch_sizes}
-    training = StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed)
+    settings = MVTecRunSettings(
+        image_size=args.image_size,
+        students=args.students,
+        training=StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed),
+        seed=args.seed,
+    )
     results, dirs = {}, {}
     for p, teacher in teachers.items():
         dirs[p] = args.out / f"p{p}"
@@ -106,10 +111,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
             p,
             teacher,
             dirs[p],
-            image_size=args.image_size,
-            students=args.students,
-            training=training,
-            seed=args.seed,
+            settings,
             device=args.device,
             progress=not args.no_progress,
         )

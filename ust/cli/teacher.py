@@ -24,7 +24,6 @@ def _positive_int(value: str) -> int:
 
 def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
     """``ust teacher``: pretrain a patch teacher T̂ (SPEC §1) with :func:`ust.train.teacher.pretrain`."""
-    from ust.method.networks import PATCH_SIZES
     from ust.method.teacher import TeacherConfig
 
     d = TeacherConfig()
@@ -40,6 +39,16 @@ def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_data_options(p, d)
+    _add_loss_options(p, d)
+    _add_run_options(p, d)
+    p.set_defaults(func=run_teacher)
+
+
+def _add_data_options(p: argparse.ArgumentParser, d) -> None:
+    """Images, patch size, output file and the optimiser."""
+    from ust.method.networks import PATCH_SIZES
+
     p.add_argument(
         "--images",
         default=d.images,
@@ -56,6 +65,10 @@ def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weight-decay", type=float, default=d.weight_decay, help="Adam L2 weight decay"
     )
+
+
+def _add_loss_options(p: argparse.ArgumentParser, d) -> None:
+    """Loss weights and forms, and the distillation target's ResNet-18."""
     p.add_argument(
         "--lambda-k", type=_lambda, default=d.lambda_k, help="weight of L_k (distillation)"
     )
@@ -88,6 +101,10 @@ def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
         default=d.resnet_input_size,
         help="side the patch is resized to for ResNet-18 (0 = native patch size)",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser, d) -> None:
+    """Device, precision, seed, workers, checkpoints and logging."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or recent CPUs)")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions on CUDA")
@@ -105,9 +122,14 @@ def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
         default=d.eval_triplets,
         help="held-out triplets for the triplet accuracy before/after (0 = skip)",
     )
+    p.add_argument(
+        "--live-dir",
+        default=None,
+        help="also log the losses and accuracies with dvclive into this folder "
+        "(metrics.json, plots/metrics/*.tsv; e.g. results/teacher/dvclive)",
+    )
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run_teacher)
 
 
 def teacher_config_from_args(args: argparse.Namespace):
@@ -129,6 +151,7 @@ def run_teacher(args: argparse.Namespace) -> int:
         args.out,
         resume=not args.no_resume,
         progress=not args.no_progress,
+        live_dir=args.live_dir,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(json.dumps(summary, indent=2))

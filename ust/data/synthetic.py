@@ -265,6 +265,73 @@ def _read_tree(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _check_settings(
+    categories: Sequence[str],
+    image_size: int,
+    crop_size: int,
+    counts: tuple[int, int, int],
+    defect_types: Sequence[str],
+) -> None:
+    """Raise ValueError for settings :func:`make_synthetic_mvtec` cannot honour."""
+    half = TRAIN_ROWS[1] - TRAIN_ROWS[0]
+    if not 8 <= crop_size <= half:
+        raise ValueError(f"crop_size must be in [8, {half}] (half the source), got {crop_size}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be ≥ 16, got {image_size}")
+    n_train, n_test_good, n_test_defect_per_type = counts
+    if n_train < 2 or n_test_good < 1 or n_test_defect_per_type < 1:
+        raise ValueError("need n_train ≥ 2, n_test_good ≥ 1 and n_test_defect_per_type ≥ 1")
+    unknown = [c for c in categories if c not in SOURCE_IMAGES]
+    if unknown or not categories:
+        raise ValueError(f"categories must be among {SOURCE_IMAGES}, got {list(categories)}")
+    bad = [d for d in defect_types if d not in DEFECT_TYPES]
+    if bad or not defect_types or len(set(defect_types)) != len(defect_types):
+        raise ValueError(f"defect_types must be distinct names among {DEFECT_TYPES}, got {bad}")
+    if len(set(categories)) != len(categories):
+        raise ValueError(f"duplicate categories: {list(categories)}")
+
+
+def _up_to_date(target: Path, files: dict[str, bytes], overwrite: bool, settings: str) -> bool:
+    """True when ``target`` already holds exactly ``files``; raises FileExistsError when it holds
+    something else that may not be replaced (``settings`` names the run in the message)."""
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a folder")
+    existing = _read_tree(target)
+    if existing == files:
+        return True
+    if (existing or any(target.iterdir())) and not overwrite:
+        raise FileExistsError(
+            f"{target} is not empty and differs from the synthetic category that would be "
+            f"written ({settings}); pass overwrite=True to "
+            "replace it or choose another root"
+        )
+    return False
+
+
+def _replace_folder(target: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` to a temporary sibling of ``target`` and rename it into place, so an
+    interrupted run leaves no half-written folder (an old ``target`` is removed afterwards)."""
+    root, name = target.parent, target.name
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
+    try:
+        for rel, data in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old-"))
+            os.replace(target, trash / name)
+            os.replace(tmp, target)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def make_synthetic_mvtec(
     root: str | os.PathLike,
     categories: Sequence[str] = ("brick", "grass", "gravel"),
@@ -304,22 +371,13 @@ def make_synthetic_mvtec(
     run leaves no half-written category. 3 categories at the defaults take well under a second.
     """
     crop_size = image_size if crop_size is None else int(crop_size)
-    half = TRAIN_ROWS[1] - TRAIN_ROWS[0]
-    if not 8 <= crop_size <= half:
-        raise ValueError(f"crop_size must be in [8, {half}] (half the source), got {crop_size}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be ≥ 16, got {image_size}")
-    if n_train < 2 or n_test_good < 1 or n_test_defect_per_type < 1:
-        raise ValueError("need n_train ≥ 2, n_test_good ≥ 1 and n_test_defect_per_type ≥ 1")
-    unknown = [c for c in categories if c not in SOURCE_IMAGES]
-    if unknown or not categories:
-        raise ValueError(f"categories must be among {SOURCE_IMAGES}, got {list(categories)}")
-    bad = [d for d in defect_types if d not in DEFECT_TYPES]
-    if bad or not defect_types or len(set(defect_types)) != len(defect_types):
-        raise ValueError(f"defect_types must be distinct names among {DEFECT_TYPES}, got {bad}")
-    if len(set(categories)) != len(categories):
-        raise ValueError(f"duplicate categories: {list(categories)}")
-
+    _check_settings(
+        categories,
+        image_size,
+        crop_size,
+        (n_train, n_test_good, n_test_defect_per_type),
+        defect_types,
+    )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for category in categories:
@@ -335,32 +393,7 @@ def make_synthetic_mvtec(
             augment,
         )
         target = root / category
-        if target.exists():
-            if not target.is_dir():
-                raise FileExistsError(f"{target} exists and is not a folder")
-            existing = _read_tree(target)
-            if existing == files:
-                continue
-            if (existing or any(target.iterdir())) and not overwrite:
-                raise FileExistsError(
-                    f"{target} is not empty and differs from the synthetic category that would be "
-                    f"written (seed={seed}, image_size={image_size}); pass overwrite=True to "
-                    "replace it or choose another root"
-                )
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{category}.tmp-"))
-        try:
-            for rel, data in files.items():
-                path = tmp / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            if target.exists():
-                trash = Path(tempfile.mkdtemp(dir=root, prefix=f".{category}.old-"))
-                os.replace(target, trash / category)
-                os.replace(tmp, target)
-                shutil.rmtree(trash)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if _up_to_date(target, files, overwrite, f"seed={seed}, image_size={image_size}"):
+            continue
+        _replace_folder(target, files)
     return list(categories)

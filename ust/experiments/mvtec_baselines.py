@@ -13,8 +13,9 @@ import functools
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,7 +43,12 @@ from ust.method.students import (
     fit_target_statistics,
 )
 
+if TYPE_CHECKING:
+    from ust.baselines.ssim_ae import SSIMAEConfig
+
 BASELINE_METHODS: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae")
+#: salt of the descriptor pool's seed (derive_seed(seed, 65)); fixed, whatever the teacher's p
+POOL_SEED_SALT = 65
 
 
 # ------------------------------------------------------------------------------------- baselines
@@ -97,100 +103,96 @@ def _score_descriptors(
     )
 
 
-def run_feature_baselines(
-    data_root: str | os.PathLike,
-    category: str,
-    teacher65: PatchNet | str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    image_size: int = 256,
-    methods: Sequence[str] = BASELINE_METHODS,
-    n_1nn: int = 5000,
-    n_fit: int = 50_000,
-    ae_epochs: int = 100,
-    ae_lr: float = 1e-4,
-    ae_batch: int = 512,
-    ae_weight_decay: float = 1e-5,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    batch_size: int = 8,
-    chunk_size: int = 65_536,
-    integration_limit: float = 0.3,
-    save_maps: bool = False,
-) -> dict[str, dict]:
-    """Feature-distribution baselines of [P] Table 2 on the teacher's dense descriptors (SPEC §7.1).
+@dataclass(frozen=True)
+class FeatureBaselineSettings:
+    """Settings of :func:`run_feature_baselines` (defaults: the paper's, ``docs/decisions.md``).
 
-    The teacher (p = 65 in the paper) describes every pixel of the training part of ``train/good``
-    (the same seeded 90 % split as the students); descriptors are normalised per dimension by their
-    mean/std over all training pixels, exactly as the students' targets. Fitting uses seeded random
-    subsets of pixels: ``n_1nn`` (5000) vectors as the 1-NN dictionary and ``n_fit`` (50 000) for
-    K-Means and OC-SVM (register A19) and for the ℓ2-AE / VAE (the paper's "all descriptors" in
-    batches of 512 is read as this subset, a reproduction choice). Shallow models reduce with PCA
-    (95 % variance) first; the autoencoders see the raw normalised 128-d vectors. Every pixel of a
-    test image's (image_size²) descriptor map is scored: by the shallow models in chunks of
-    ``chunk_size`` rows, by the autoencoders one image per call (they batch internally; the VAE's
-    5 posterior samples are seeded per image, so results do not depend on any chunking). The map
-    is upsampled bilinearly to the original size and evaluated like the students' maps.
-
-    Args:
+    Attributes:
+        image_size, val_fraction, seed: as for the students (:class:`MVTecRunSettings`): the same
+            image zoom and the same seeded training split.
         methods: subset of ``("1nn", "kmeans", "ocsvm", "l2ae", "vae")``.
+        n_1nn: descriptors in the 1-NN dictionary; n_fit: descriptors fitting the others.
         ae_epochs, ae_lr, ae_batch, ae_weight_decay: autoencoder training ([P] App. C: 100, 1e-4,
             512, 1e-5).
+        inference_batch_size: images per forward pass of the teacher.
+        chunk_size: descriptor rows per call of a shallow model's score.
+        integration_limit: FPR limit of AU-PRO.
         save_maps: also write ``<out_dir>/maps_<method>/<category>/test/<defect>/<id>.tiff``.
-        (others as in :func:`run_single_scale`)
-
-    Returns:
-        ``{method: {"au_pro", "pixel_auroc", "image_auroc", "n_fit", "fit_seconds",
-        "score_seconds"}}``, also written to ``<out_dir>/baselines.json``.
     """
-    from ust.baselines.autoencoders import make_autoencoder, train_autoencoder
-    from ust.baselines.shallow import make_shallow
 
+    image_size: int = 256
+    val_fraction: float = 0.1
+    seed: int = 0
+    methods: tuple[str, ...] = BASELINE_METHODS
+    n_1nn: int = 5000
+    n_fit: int = 50_000
+    ae_epochs: int = 100
+    ae_lr: float = 1e-4
+    ae_batch: int = 512
+    ae_weight_decay: float = 1e-5
+    inference_batch_size: int = 8
+    chunk_size: int = 65_536
+    integration_limit: float = 0.3
+    save_maps: bool = False
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """``methods`` in lower case; ValueError for none or an unknown one."""
     methods = [m.lower() for m in methods]
     unknown = [m for m in methods if m not in BASELINE_METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown baseline(s) {unknown}; choose among {BASELINE_METHODS}")
-    index = validate_category(data_root, category)
-    device = torch.device(device)
-    teacher = as_teacher(teacher65, device)
-    train_paths, _ = index.split(val_fraction, seed)
-    train_imgs = load_images(train_paths, image_size, "train images", progress)
-    test_imgs = load_images([s.path for s in index.test], image_size, "test images", progress)
+    return methods
 
-    model = _teacher_only(teacher, device)
-    fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
-    sizes = {"1nn": n_1nn, "kmeans": n_fit, "ocsvm": n_fit, "l2ae": n_fit, "vae": n_fit}
+
+def _fit_size(name: str, settings: FeatureBaselineSettings) -> int:
+    return settings.n_1nn if name == "1nn" else settings.n_fit
+
+
+def fit_feature_baselines(
+    model: StudentTeacher,
+    train_imgs: torch.Tensor,
+    methods: Sequence[str],
+    settings: FeatureBaselineSettings,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict[str, tuple[Callable[..., np.ndarray], int | None]], dict[str, dict]]:
+    """Fit each method on a seeded subset of the training descriptors; returns
+    ({name: (score function, rows per call)}, {name: {"n_fit", "fit_seconds", "score_seconds"}}).
+
+    The autoencoders batch internally and see a whole image per call (rows ``None``): the VAE's
+    sampling noise then depends on the image only, not on chunking.
+    """
+    from ust.baselines.autoencoders import make_autoencoder, train_autoencoder
+    from ust.baselines.shallow import make_shallow
+
+    seed = settings.seed
     pool = _sample_descriptors(
         model,
         train_imgs,
-        max(sizes[m] for m in methods),
-        derive_seed(seed, 65),
-        batch_size=batch_size,
+        max(_fit_size(m, settings) for m in methods),
+        derive_seed(seed, POOL_SEED_SALT),
+        batch_size=settings.inference_batch_size,
         progress=progress,
     )
-
-    # name → (score function, rows per call). The autoencoders batch internally and see a whole
-    # image per call: the VAE's sampling noise then depends on the image only, not on chunking.
     scorers: dict[str, tuple[Callable[..., np.ndarray], int | None]] = {}
     info: dict[str, dict] = {}
     for name in methods:
-        X = pool[: sizes[name]]
+        X = pool[: _fit_size(name, settings)]
         t0 = time.perf_counter()
         if name in ("1nn", "kmeans", "ocsvm"):
             kw = {"device": str(device)} if name == "1nn" else {}
             est = make_shallow(name, pca_variance=0.95, max_samples=None, seed=seed, **kw).fit(X)
-            scorers[name] = (est.score, chunk_size)
+            scorers[name] = (est.score, settings.chunk_size)
         else:
             ae = make_autoencoder(name, in_dim=X.shape[1], seed=derive_seed(seed, 7))
             train_autoencoder(
                 ae,
                 X,
-                epochs=ae_epochs,
-                lr=ae_lr,
-                batch_size=ae_batch,
-                weight_decay=ae_weight_decay,
+                epochs=settings.ae_epochs,
+                lr=settings.ae_lr,
+                batch_size=settings.ae_batch,
+                weight_decay=settings.ae_weight_decay,
                 seed=seed,
                 device=device,
                 progress=progress,
@@ -201,24 +203,85 @@ def run_feature_baselines(
             "fit_seconds": time.perf_counter() - t0,
             "score_seconds": 0.0,
         }
+    return scorers, info
 
-    small: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+
+def score_feature_baselines(
+    model: StudentTeacher,
+    test_imgs: torch.Tensor,
+    scorers: dict[str, tuple[Callable[..., np.ndarray], int | None]],
+    info: dict[str, dict],
+    settings: FeatureBaselineSettings,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, list[np.ndarray]]:
+    """Score every pixel of every test image with each method: {name: [(h, w) float32 maps]} at
+    the network resolution; adds the scoring time to ``info[name]["score_seconds"]``."""
+    small: dict[str, list[np.ndarray]] = {m: [] for m in scorers}
     h, w = test_imgs.shape[-2:]
+    batch_size = settings.inference_batch_size
     for start in tqdm(
         range(0, len(test_imgs), batch_size), desc="baseline maps", disable=not progress
     ):
         feats = model.targets(test_imgs[start : start + batch_size].to(device))
         for offset, f in enumerate(feats):
             desc = f.permute(1, 2, 0).reshape(-1, f.shape[0]).cpu().numpy()
-            for name in methods:
-                fn, rows = scorers[name]
+            for name, (fn, rows) in scorers.items():
                 if name == "vae":
-                    image_seed = derive_seed(seed, start + offset)
-                    fn = functools.partial(fn, seed=image_seed)
+                    fn = functools.partial(fn, seed=derive_seed(settings.seed, start + offset))
                 t0 = time.perf_counter()
                 s = _score_descriptors(fn, desc, rows)
                 info[name]["score_seconds"] += time.perf_counter() - t0
                 small[name].append(s.reshape(h, w).astype(np.float32))
+    return small
+
+
+def run_feature_baselines(
+    data_root: str | os.PathLike,
+    category: str,
+    teacher: PatchNet | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: FeatureBaselineSettings = FeatureBaselineSettings(),
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Feature-distribution baselines of [P] Table 2 on the teacher's dense descriptors.
+
+    The teacher (p = 65 in the paper) describes every pixel of the training part of ``train/good``
+    (the same seeded 90 % split as the students); descriptors are normalised per dimension by their
+    mean/std over all training pixels, exactly as the students' targets. Fitting uses seeded random
+    subsets of pixels: ``n_1nn`` (5000) vectors as the 1-NN dictionary and ``n_fit`` (50 000) for
+    K-Means and OC-SVM and for the ℓ2-AE / VAE (the paper's "all descriptors" in batches of 512 is
+    read as this subset, a reproduction choice; see ``docs/decisions.md``). Shallow models reduce
+    with PCA (95 % variance) first; the autoencoders see the raw normalised 128-d vectors. Every
+    pixel of a test image's (image_size²) descriptor map is scored: by the shallow models in chunks
+    of ``chunk_size`` rows, by the autoencoders one image per call (they batch internally; the VAE's
+    5 posterior samples are seeded per image, so results do not depend on any chunking). The map
+    is upsampled bilinearly to the original size and evaluated like the students' maps.
+
+    Args:
+        teacher: a :class:`PatchNet` (copied, never modified) or a teacher file.
+        settings: see :class:`FeatureBaselineSettings`.
+
+    Returns:
+        ``{method: {"au_pro", "pixel_auroc", "image_auroc", "n_fit", "fit_seconds",
+        "score_seconds"}}``, also written to ``<out_dir>/baselines.json``.
+    """
+    methods = check_methods(settings.methods)
+    index = validate_category(data_root, category)
+    device = torch.device(device)
+    teacher_net = as_teacher(teacher, device)
+    train_paths, _ = index.split(settings.val_fraction, settings.seed)
+    train_imgs = load_images(train_paths, settings.image_size, "train images", progress)
+    test_paths = [s.path for s in index.test]
+    test_imgs = load_images(test_paths, settings.image_size, "test images", progress)
+
+    model = _teacher_only(teacher_net, device)
+    batch_size = settings.inference_batch_size
+    fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
+    scorers, info = fit_feature_baselines(model, train_imgs, methods, settings, device, progress)
+    small = score_feature_baselines(model, test_imgs, scorers, info, settings, device, progress)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,9 +289,10 @@ def run_feature_baselines(
     results: dict[str, dict] = {}
     for name in methods:
         maps = [upsample_map(m, s.size) for m, s in zip(small[name], index.test)]
-        if save_maps:
+        if settings.save_maps:
             _save_map_folder(out, f"maps_{name}", index, maps)
-        results[name] = {**compute_metrics(maps, masks, integration_limit), **info[name]}
+        metrics = compute_metrics(maps, masks, settings.integration_limit)
+        results[name] = {**metrics, **info[name]}
     write_json(results, out / "baselines.json", sort_keys=False)
     return results
 
@@ -242,36 +306,49 @@ def _save_map_folder(
     replace_dir(tmp, out / folder)
 
 
+@dataclass(frozen=True)
+class SSIMAEBaselineSettings:
+    """Settings of :func:`run_ssim_ae_baseline` (defaults: thesis ch. 3, ``docs/decisions.md``).
+
+    Attributes:
+        image_size: side the grayscale images are zoomed to.
+        patch: patch side, default 128 or ``image_size`` if smaller; must be 128 or 256 (the only
+            input sizes of the architecture).
+        stride: step between evaluated patches in pixels (thesis ch. 3: 30).
+        autoencoder: an :class:`ust.baselines.ssim_ae.SSIMAEConfig` (copied; ``None`` = its
+            defaults); its input size, channels, seed and progress are set by the run.
+        val_fraction, seed: the seeded training split, as for the students.
+        integration_limit: FPR limit of AU-PRO.
+        save_maps: also write ``<out_dir>/maps_ssim_ae/<category>/test/<defect>/<id>.tiff``.
+    """
+
+    image_size: int = 256
+    patch: int | None = None
+    stride: int = 30
+    autoencoder: SSIMAEConfig | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    integration_limit: float = 0.3
+    save_maps: bool = False
+
+
 def run_ssim_ae_baseline(
     data_root: str | os.PathLike,
     category: str,
     out_dir: str | os.PathLike,
+    settings: SSIMAEBaselineSettings = SSIMAEBaselineSettings(),
     *,
-    image_size: int = 256,
-    patch: int | None = None,
-    stride: int = 30,
-    config: Any = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    integration_limit: float = 0.3,
-    save_maps: bool = False,
 ) -> dict:
-    """SSIM-autoencoder baseline ([P] Table 2) with the thesis ch. 3 protocol (SPEC §7.2, A24).
+    """SSIM-autoencoder baseline ([P] Table 2) with the thesis ch. 3 protocol (``docs/decisions.md``).
 
     Grayscale images (BT.601 luma) zoomed to ``image_size``²; the AE (thesis Table 3.1) is trained on
-    random ``patch``² crops of the 90 % training split (``config``: an
-    :class:`ust.baselines.ssim_ae.SSIMAEConfig`, default ch. 3: d = 100, 10 000 crops, 200 epochs,
-    Adam 2e-4, wd 1e-5, batch 64); test images are evaluated patch-wise with ``stride`` and the
-    per-pixel 1 − SSIM averaged over overlapping patches, then upsampled to the original size.
-    The training state is checkpointed in ``out_dir`` after every epoch (a later call resumes).
-
-    Args:
-        patch: patch side, default 128 or ``image_size`` if smaller; must be 128 or 256 (the only
-            input sizes of the architecture).
-        stride: step between evaluated patches in pixels (thesis ch. 3: 30).
-        save_maps: also write ``<out_dir>/maps_ssim_ae/<category>/test/<defect>/<id>.tiff``.
+    random ``patch``² crops of the 90 % training split (``settings.autoencoder``, default ch. 3:
+    d = 100, 10 000 crops, 200 epochs, Adam 2e-4, wd 1e-5, batch 64); test images are evaluated
+    patch-wise with ``stride`` and the per-pixel 1 − SSIM averaged over overlapping patches, then
+    upsampled to the original size. The training state is checkpointed in ``out_dir`` after every
+    epoch (a later call resumes).
 
     Returns:
         ``{"au_pro", "pixel_auroc", "image_auroc", "patch", "stride", "train_seconds",
@@ -279,17 +356,19 @@ def run_ssim_ae_baseline(
     """
     from ust.baselines.ssim_ae import SSIMAEConfig, ssim_ae_anomaly_map, to_grayscale, train_ssim_ae
 
-    patch = min(128, image_size) if patch is None else int(patch)
+    image_size, stride, seed = settings.image_size, settings.stride, settings.seed
+    patch = min(128, image_size) if settings.patch is None else int(settings.patch)
     if patch not in (128, 256) or patch > image_size:
         raise ValueError(
             f"SSIM-AE patch must be 128 or 256 and ≤ image_size={image_size}, got {patch}"
         )
     index = validate_category(data_root, category)
-    train_paths, _ = index.split(val_fraction, seed)
+    train_paths, _ = index.split(settings.val_fraction, seed)
     train_imgs = to_grayscale(load_images(train_paths, image_size, "train images", progress))
     test_imgs = to_grayscale(
         load_images([s.path for s in index.test], image_size, "test images", progress)
     )
+    config = settings.autoencoder
     cfg = copy.deepcopy(config) if config is not None else SSIMAEConfig()
     cfg.input_size, cfg.in_channels, cfg.seed, cfg.progress = patch, 1, seed, progress
 
@@ -308,10 +387,10 @@ def run_ssim_ae_baseline(
         )
     ]
     score_seconds = time.perf_counter() - t0
-    if save_maps:
+    if settings.save_maps:
         _save_map_folder(out, "maps_ssim_ae", index, maps)
     result = {
-        **compute_metrics(maps, load_masks(index.test), integration_limit),
+        **compute_metrics(maps, load_masks(index.test), settings.integration_limit),
         "patch": patch,
         "stride": stride,
         "train_seconds": train_seconds,

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ust.data.mvtec import (
     GOOD,
+    CategoryIndex,
     load_anomaly_map,
     validate_category,
 )
@@ -37,6 +38,89 @@ from ust.method.scoring import fuse_multiscale
 
 
 # ------------------------------------------------------------------------------------ multiscale
+def read_scale_runs(
+    dirs: Mapping[int, Path], category: str, index: CategoryIndex
+) -> dict[int, dict]:
+    """``metrics.json`` of every finished single-scale run; raises FileNotFoundError for a scale
+    whose run is unfinished or misses a test map."""
+    per_scale: dict[int, dict] = {}
+    for p, folder in dirs.items():
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            raise FileNotFoundError(f"scale p={p}: {metrics_file} is missing (run not finished)")
+        per_scale[p] = read_json(metrics_file)
+        missing = [q for q in map_paths(folder / "maps", category, index.test) if not q.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"scale p={p}: {len(missing)} map(s) missing, e.g. {missing[0]}"
+            )
+    return per_scale
+
+
+def fuse_map_files(
+    paths_per_scale: list[list[Path]],
+    sizes: list[tuple[int, int]],
+    desc: str,
+    progress: bool,
+) -> list[np.ndarray]:
+    """Mean of the maps ``paths_per_scale[l][i]`` over the scales l, for each image i of size
+    ``sizes[i]`` (a map of another shape raises ValueError)."""
+    fused = []
+    for i in tqdm(range(len(sizes)), desc=desc, disable=not progress, leave=False):
+        maps = [torch.from_numpy(load_anomaly_map(paths[i])) for paths in paths_per_scale]
+        if tuple(maps[0].shape) != tuple(sizes[i]):
+            raise ValueError(
+                f"{paths_per_scale[0][i]}: map shape {tuple(maps[0].shape)} differs from the "
+                f"image size {tuple(sizes[i])}"
+            )
+        fused.append(fuse_multiscale(maps).numpy().astype(np.float32, copy=False))
+    return fused
+
+
+def fuse_validation_maps(
+    dirs: Mapping[int, Path], category: str, index: CategoryIndex, progress: bool
+) -> tuple[list[np.ndarray] | None, list[Path]]:
+    """Fused validation maps and their images when every scale holds the same validation maps,
+    else (None, []) with a warning (the multiscale run then gets no thresholds)."""
+    scales = list(dirs)
+    val_sets = {
+        p: sorted((dirs[p] / "val_maps" / category / "train" / GOOD).glob("*.tiff")) for p in scales
+    }
+    names = {p: [q.name for q in v] for p, v in val_sets.items()}
+    val_maps, val_paths = None, []
+    if all(names[p] and names[p] == names[scales[0]] for p in scales):
+        by_stem = {q.stem: q for q in index.train}
+        val_paths = [by_stem[Path(n).stem] for n in names[scales[0]] if Path(n).stem in by_stem]
+        if len(val_paths) == len(names[scales[0]]):
+            val_maps = fuse_map_files(
+                [val_sets[p] for p in scales],
+                [index.sizes[q] for q in val_paths],
+                "fusing val",
+                progress,
+            )
+        else:
+            val_paths = []
+    if val_maps is None:
+        warnings.warn(
+            f"{category}: the scales do not share one set of validation maps; the multiscale run "
+            "gets no thresholds.json and no segmentation",
+            stacklevel=3,
+        )
+    return val_maps, val_paths
+
+
+def write_scale_table(out: Path, per_scale: Mapping[int, dict], result: dict) -> None:
+    """``table.json`` and ``table.csv``: the metrics of every scale, then of the fusion."""
+    table = {str(p): {k: metrics[k] for k in METRIC_KEYS} for p, metrics in per_scale.items()}
+    table["multiscale"] = {k: result[k] for k in METRIC_KEYS}
+    write_json(table, out / "table.json", sort_keys=False)
+    write_csv(
+        out / "table.csv",
+        ("scale", *METRIC_KEYS),
+        [(name, *(row[k] for k in METRIC_KEYS)) for name, row in table.items()],
+    )
+
+
 def run_multiscale(
     out_dirs_per_p: Mapping[int, str | os.PathLike],
     data_root: str | os.PathLike,
@@ -47,7 +131,7 @@ def run_multiscale(
     segmentation_rule: str = "quantile",
     progress: bool = True,
 ) -> dict:
-    """Fuse finished single-scale runs: A = (1/L) Σ_l (ẽ^(l) + ṽ^(l)) per pixel (SPEC §4.2, Eq. 12).
+    """Fuse finished single-scale runs: A = (1/L) Σ_l (ẽ^(l) + ṽ^(l)) per pixel (paper Eq. 12).
 
     Each ``out_dirs_per_p[p]`` is an ``out_dir`` of :func:`run_single_scale` (its maps are already
     normalised by that scale's validation statistics and upsampled to the original size; bilinear
@@ -72,55 +156,14 @@ def run_multiscale(
     index = validate_category(data_root, category)
     scales = sorted(out_dirs_per_p)
     dirs = {p: Path(out_dirs_per_p[p]) for p in scales}
-    per_scale: dict[int, dict] = {}
-    for p in scales:
-        metrics_file = dirs[p] / "metrics.json"
-        if not metrics_file.is_file():
-            raise FileNotFoundError(f"scale p={p}: {metrics_file} is missing (run not finished)")
-        per_scale[p] = read_json(metrics_file)
-        missing = [q for q in map_paths(dirs[p] / "maps", category, index.test) if not q.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"scale p={p}: {len(missing)} map(s) missing, e.g. {missing[0]}"
-            )
-
-    def fuse(paths_per_scale: list[list[Path]], sizes: list[tuple[int, int]], desc: str):
-        fused = []
-        for i in tqdm(range(len(sizes)), desc=desc, disable=not progress, leave=False):
-            maps = [torch.from_numpy(load_anomaly_map(paths[i])) for paths in paths_per_scale]
-            if tuple(maps[0].shape) != tuple(sizes[i]):
-                raise ValueError(
-                    f"{paths_per_scale[0][i]}: map shape {tuple(maps[0].shape)} differs from the "
-                    f"image size {tuple(sizes[i])}"
-                )
-            fused.append(fuse_multiscale(maps).numpy().astype(np.float32, copy=False))
-        return fused
-
-    test_maps = fuse(
+    per_scale = read_scale_runs(dirs, category, index)
+    test_maps = fuse_map_files(
         [map_paths(dirs[p] / "maps", category, index.test) for p in scales],
         [s.size for s in index.test],
         "fusing test maps",
+        progress,
     )
-    val_sets = {
-        p: sorted((dirs[p] / "val_maps" / category / "train" / GOOD).glob("*.tiff")) for p in scales
-    }
-    names = {p: [q.name for q in v] for p, v in val_sets.items()}
-    val_maps, val_paths = None, []
-    if all(names[p] and names[p] == names[scales[0]] for p in scales):
-        by_stem = {q.stem: q for q in index.train}
-        val_paths = [by_stem[Path(n).stem] for n in names[scales[0]] if Path(n).stem in by_stem]
-        if len(val_paths) == len(names[scales[0]]):
-            val_maps = fuse(
-                [val_sets[p] for p in scales], [index.sizes[q] for q in val_paths], "fusing val"
-            )
-        else:
-            val_paths = []
-    if val_maps is None:
-        warnings.warn(
-            f"{category}: the scales do not share one set of validation maps; the multiscale run "
-            "gets no thresholds.json and no segmentation",
-            stacklevel=2,
-        )
+    val_maps, val_paths = fuse_validation_maps(dirs, category, index, progress)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,14 +184,7 @@ def run_multiscale(
         extra=extra,
         progress=progress,
     )
-    table = {str(p): {k: per_scale[p][k] for k in METRIC_KEYS} for p in scales}
-    table["multiscale"] = {k: result[k] for k in METRIC_KEYS}
-    write_json(table, out / "table.json", sort_keys=False)
-    write_csv(
-        out / "table.csv",
-        ("scale", *METRIC_KEYS),
-        [(name, *(row[k] for k in METRIC_KEYS)) for name, row in table.items()],
-    )
+    write_scale_table(out, per_scale, result)
     return result
 
 

@@ -38,7 +38,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ from ust.method.students import (
 )
 from ust.train.students import StudentTrainingConfig, train_students
 
-__all__ = ["run_single_scale", "teacher_fingerprint", "upsample_map"]
+__all__ = ["MVTecRunSettings", "run_single_scale", "teacher_fingerprint", "upsample_map"]
 
 METRIC_KEYS: tuple[str, ...] = ("au_pro", "pixel_auroc", "image_auroc")
 PRO_CURVE_POINTS = 1001
@@ -88,6 +88,7 @@ THRESHOLD_RULES: tuple[str, ...] = ("max", "quantile", "k_sigma", "max_area")
 RUN_CONFIG = "run_config.json"
 ENSEMBLE = "ensemble.pt"
 CHECKPOINT = "students.ckpt"
+LIVE_DIR = "dvclive"  # training loss per epoch, for `dvc plots` / `dvc exp show`
 
 
 # ------------------------------------------------------------------------------------ small helpers
@@ -276,32 +277,229 @@ def _score_maps(
     return out
 
 
+@dataclass(frozen=True)
+class MVTecRunSettings:
+    """What one single-scale run depends on besides its identity (data, category, p, teacher).
+
+    Attributes:
+        image_size: network input side in pixels (256 in the paper).
+        students: ensemble size M (3 in the paper).
+        training: student optimisation (paper: 100 epochs, batch 1, Adam 1e-4, wd 1e-5).
+        val_fraction: share of ``train/good`` held out for validation.
+        seed: seed of the split and of the students' initialisation.
+        inference_batch_size: images per forward pass when computing statistics and scores.
+        integration_limit: FPR limit of AU-PRO (0.3).
+        segmentation_rule: threshold used for the PNG segmentations (a key of
+            :func:`ust.eval.thresholds.estimate_thresholds`: max, quantile, k_sigma, max_area).
+
+    The choices behind the defaults are recorded in ``docs/decisions.md``.
+    """
+
+    image_size: int = 256
+    students: int = 3
+    training: StudentTrainingConfig = StudentTrainingConfig()
+    val_fraction: float = 0.1
+    seed: int = 0
+    inference_batch_size: int = 8
+    integration_limit: float = 0.3
+    segmentation_rule: str = "quantile"
+
+
+@dataclass
+class RunInputs:
+    """Everything a single-scale run reads, loaded before the first byte is written."""
+
+    index: CategoryIndex
+    teacher: PatchNet
+    train_paths: list[Path]
+    val_paths: list[Path]
+    train_images: torch.Tensor
+    val_images: torch.Tensor
+    test_images: torch.Tensor
+
+
+def load_run_inputs(
+    data_root: str | os.PathLike,
+    category: str,
+    p: int,
+    teacher: PatchNet | str | os.PathLike,
+    settings: MVTecRunSettings,
+    device: torch.device,
+    progress: bool,
+) -> RunInputs:
+    """Validate the category, copy the teacher (its p must be ``p``), split and load the images."""
+    check_rule(settings.segmentation_rule)
+    index = validate_category(data_root, category)
+    teacher_net = as_teacher(teacher, device)
+    if teacher_net.config.p != p:
+        raise ValueError(f"p={p} but the teacher has receptive field p={teacher_net.config.p}")
+    train_paths, val_paths = index.split(settings.val_fraction, settings.seed)
+    size = settings.image_size
+    return RunInputs(
+        index=index,
+        teacher=teacher_net,
+        train_paths=train_paths,
+        val_paths=val_paths,
+        train_images=load_images(train_paths, size, "train images", progress),
+        val_images=load_images(val_paths, size, "validation images", progress),
+        test_images=load_images([s.path for s in index.test], size, "test images", progress),
+    )
+
+
+def single_scale_run_config(
+    category: str, p: int, inputs: RunInputs, settings: MVTecRunSettings
+) -> dict:
+    """The content of ``run_config.json``: everything the trained ensemble depends on."""
+    return jsonable(
+        {
+            "category": category,
+            "p": p,
+            "teacher_sha256": teacher_fingerprint(inputs.teacher),
+            "students": settings.students,
+            "image_size": settings.image_size,
+            "training": asdict(settings.training),
+            "val_fraction": settings.val_fraction,
+            "seed": settings.seed,
+            "train_images": [q.name for q in inputs.train_paths],
+            "val_images": [q.name for q in inputs.val_paths],
+        }
+    )
+
+
+def prepare_run_dir(out: Path, run_config: dict) -> None:
+    """Create ``out`` and write ``run_config.json``; refuse a folder that holds another run."""
+    config_path = out / RUN_CONFIG
+    if config_path.is_file() and read_json(config_path) != run_config:
+        raise ValueError(
+            f"{out} holds a run with a different configuration ({config_path}); delete the folder "
+            "or choose another out_dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(run_config, config_path, sort_keys=False)
+
+
+def train_or_resume(
+    out: Path,
+    inputs: RunInputs,
+    settings: MVTecRunSettings,
+    device: torch.device,
+    *,
+    progress: bool,
+    on_epoch: Callable[[int, list[float]], None] | None,
+) -> tuple[StudentTeacher, bool, float]:
+    """The finished ensemble of ``out`` if there is one, else a trained one (resuming from the
+    per-epoch checkpoint); returns (model, trained now, training seconds)."""
+    t0 = time.perf_counter()
+    if (out / ENSEMBLE).is_file():
+        model, _ = load_ensemble(out / ENSEMBLE, device)
+        return model, False, time.perf_counter() - t0
+    teacher = inputs.teacher
+    model = StudentTeacher(teacher, make_students(teacher, settings.students, seed=settings.seed))
+    model.to(device)
+    fit_target_statistics(
+        model, inputs.train_images, batch_size=settings.inference_batch_size, progress=progress
+    )
+    train_students(
+        model,
+        inputs.train_images,
+        settings.training,
+        checkpoint=out / CHECKPOINT,
+        progress=progress,
+        on_epoch=on_epoch,
+        live_dir=out / LIVE_DIR,
+    )
+    return model, True, time.perf_counter() - t0
+
+
+def score_run(
+    out: Path,
+    model: StudentTeacher,
+    inputs: RunInputs,
+    settings: MVTecRunSettings,
+    *,
+    p: int,
+    trained_now: bool,
+    run_config: dict,
+    progress: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, float]]:
+    """Validation statistics (saved with a newly trained ensemble and as ``score_stats.json``),
+    then the validation and test maps at the original sizes; returns (validation maps, test maps,
+    timings: ``inference_seconds`` and ``test_seconds``)."""
+    batch = settings.inference_batch_size
+    index = inputs.index
+    t0 = time.perf_counter()
+    stats = fit_validation_stats(model, inputs.val_images, batch_size=batch)
+    if trained_now:
+        save_ensemble(model, out / ENSEMBLE, score_stats=stats.to_dict(), run_config=run_config)
+        (out / CHECKPOINT).unlink(missing_ok=True)
+    write_json(stats.to_dict(), out / "score_stats.json", sort_keys=False)
+    val_sizes = [index.sizes[q] for q in inputs.val_paths]
+    val_maps = _score_maps(
+        model,
+        inputs.val_images,
+        val_sizes,
+        stats,
+        batch_size=batch,
+        desc="validation maps",
+        progress=progress,
+    )
+    t1 = time.perf_counter()
+    test_maps = _score_maps(
+        model,
+        inputs.test_images,
+        [s.size for s in index.test],
+        stats,
+        batch_size=batch,
+        desc=f"test maps p={p}",
+        progress=progress,
+    )
+    t2 = time.perf_counter()
+    return val_maps, test_maps, {"inference_seconds": t2 - t0, "test_seconds": t2 - t1}
+
+
+def single_scale_extra(
+    p: int,
+    inputs: RunInputs,
+    settings: MVTecRunSettings,
+    *,
+    trained_now: bool,
+    seconds: Mapping[str, float],
+) -> dict:
+    """The ``metrics.json`` entries after the metrics: identity, counts and timings (``seconds``:
+    ``train_seconds``, ``inference_seconds``, ``test_seconds``)."""
+    index = inputs.index
+    return {
+        "p": p,
+        "students": settings.students,
+        "image_size": settings.image_size,
+        "epochs": settings.training.epochs,
+        **split_counts(index, len(inputs.train_paths), len(inputs.val_paths)),
+        "trained_now": trained_now,
+        "train_seconds": seconds["train_seconds"],
+        "inference_seconds": seconds["inference_seconds"],
+        "test_images_per_second": len(index.test) / max(seconds["test_seconds"], 1e-9),
+    }
+
+
 def run_single_scale(
     data_root: str | os.PathLike,
     category: str,
     p: int,
     teacher: PatchNet | str | os.PathLike,
     out_dir: str | os.PathLike,
+    settings: MVTecRunSettings = MVTecRunSettings(),
     *,
-    image_size: int = 256,
-    students: int = 3,
-    training: StudentTrainingConfig = StudentTrainingConfig(),
-    val_fraction: float = 0.1,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    batch_size: int = 8,
-    integration_limit: float = 0.3,
-    segmentation_rule: str = "quantile",
     on_epoch: Callable[[int, list[float]], None] | None = None,
 ) -> dict:
     """Train and evaluate one student-teacher ensemble of receptive field ``p`` on one category.
 
-    Protocol (SPEC §3.2, §4.2-4.3, §5.2): ``train/good`` is split into a seeded 90 % training and
-    10 % validation part (register A11); images are zoomed to ``image_size``²; the teacher's μ/σ are
-    taken over all pixels of the training part (A12); ``students`` students are trained with
-    ``training`` (checkpoint after every epoch, a later call resumes); e/v statistics come from the
-    validation part; test and validation maps ẽ+ṽ are upsampled to the original size (A15) and
+    Protocol (``docs/decisions.md``): ``train/good`` is split into a seeded 90 % training and 10 %
+    validation part; images are zoomed to ``settings.image_size``²; the teacher's μ/σ are taken
+    over all pixels of the training part; ``settings.students`` students are trained with
+    ``settings.training`` (checkpoint after every epoch, a later call resumes); e/v statistics come
+    from the validation part; test and validation maps ẽ+ṽ are upsampled to the original size and
     evaluated against the original masks. See the module docstring for the files written.
 
     Args:
@@ -310,17 +508,9 @@ def run_single_scale(
         p: receptive field (17, 33 or 65); must match the teacher.
         teacher: a :class:`PatchNet` (copied, never modified) or a teacher file from ``pretrain``.
         out_dir: output folder (created only after the layout has been validated).
-        image_size: network input side in pixels (256 in the paper).
-        students: ensemble size M (3 in the paper).
-        training: student optimisation (paper: 100 epochs, batch 1, Adam 1e-4, wd 1e-5).
-        val_fraction: share of ``train/good`` held out for validation.
-        seed: seed of the split and of the students' initialisation.
+        settings: see :class:`MVTecRunSettings`.
         device: torch device for training and scoring.
         progress: tqdm progress bars.
-        batch_size: images per forward pass when computing statistics and scores.
-        integration_limit: FPR limit of AU-PRO (0.3).
-        segmentation_rule: threshold used for the PNG segmentations (a key of
-            :func:`ust.eval.thresholds.estimate_thresholds`: max, quantile, k_sigma, max_area).
         on_epoch: called as ``on_epoch(epoch, losses)`` after every training epoch.
 
     Returns:
@@ -331,106 +521,36 @@ def run_single_scale(
 
     Raises:
         MVTecLayoutError: bad folder tree (nothing is written).
-        ValueError: ``p`` differs from the teacher's, or ``out_dir`` holds a run with another
-            configuration (delete it to start afresh).
+        ValueError: ``p`` differs from the teacher's, an unknown segmentation rule, or ``out_dir``
+            holds a run with another configuration (delete it to start afresh).
     """
-    check_rule(segmentation_rule)
-    index = validate_category(data_root, category)
     device = torch.device(device)
-    teacher_net = as_teacher(teacher, device)
-    if teacher_net.config.p != p:
-        raise ValueError(f"p={p} but the teacher has receptive field p={teacher_net.config.p}")
-    train_paths, val_paths = index.split(val_fraction, seed)
-    train_imgs = load_images(train_paths, image_size, "train images", progress)
-    val_imgs = load_images(val_paths, image_size, "validation images", progress)
-    test_imgs = load_images([s.path for s in index.test], image_size, "test images", progress)
-
+    inputs = load_run_inputs(data_root, category, p, teacher, settings, device, progress)
     out = Path(out_dir)
-    run_config = jsonable(
-        {
-            "category": category,
-            "p": p,
-            "teacher_sha256": teacher_fingerprint(teacher_net),
-            "students": students,
-            "image_size": image_size,
-            "training": asdict(training),
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "train_images": [q.name for q in train_paths],
-            "val_images": [q.name for q in val_paths],
-        }
+    run_config = single_scale_run_config(category, p, inputs, settings)
+    prepare_run_dir(out, run_config)
+    model, trained_now, train_seconds = train_or_resume(
+        out, inputs, settings, device, progress=progress, on_epoch=on_epoch
     )
-    config_path = out / RUN_CONFIG
-    if config_path.is_file() and read_json(config_path) != run_config:
-        raise ValueError(
-            f"{out} holds a run with a different configuration ({config_path}); delete the folder "
-            "or choose another out_dir"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(run_config, config_path, sort_keys=False)
-
-    ensemble_path, ckpt_path = out / ENSEMBLE, out / CHECKPOINT
-    t0 = time.perf_counter()
-    if ensemble_path.is_file():
-        model, _ = load_ensemble(ensemble_path, device)
-        trained_now = False
-    else:
-        model = StudentTeacher(teacher_net, make_students(teacher_net, students, seed=seed))
-        model.to(device)
-        fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
-        train_students(
-            model, train_imgs, training, checkpoint=ckpt_path, progress=progress, on_epoch=on_epoch
-        )
-        trained_now = True
-    train_seconds = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    stats = fit_validation_stats(model, val_imgs, batch_size=batch_size)
-    if trained_now:
-        save_ensemble(model, ensemble_path, score_stats=stats.to_dict(), run_config=run_config)
-        ckpt_path.unlink(missing_ok=True)
-    write_json(stats.to_dict(), out / "score_stats.json", sort_keys=False)
-    val_maps = _score_maps(
+    val_maps, test_maps, seconds = score_run(
+        out,
         model,
-        val_imgs,
-        [index.sizes[q] for q in val_paths],
-        stats,
-        batch_size=batch_size,
-        desc="validation maps",
+        inputs,
+        settings,
+        p=p,
+        trained_now=trained_now,
+        run_config=run_config,
         progress=progress,
     )
-    t1 = time.perf_counter()
-    test_maps = _score_maps(
-        model,
-        test_imgs,
-        [s.size for s in index.test],
-        stats,
-        batch_size=batch_size,
-        desc=f"test maps p={p}",
-        progress=progress,
-    )
-    test_seconds = time.perf_counter() - t1
-    inference_seconds = time.perf_counter() - t0
-
-    extra = {
-        "p": p,
-        "students": students,
-        "image_size": image_size,
-        "epochs": training.epochs,
-        **split_counts(index, len(train_paths), len(val_paths)),
-        "trained_now": trained_now,
-        "train_seconds": train_seconds if trained_now else 0.0,
-        "inference_seconds": inference_seconds,
-        "test_images_per_second": len(index.test) / max(test_seconds, 1e-9),
-    }
+    seconds["train_seconds"] = train_seconds if trained_now else 0.0
     return write_results(
         out,
-        index,
+        inputs.index,
         test_maps,
-        val_paths,
+        inputs.val_paths,
         val_maps,
-        integration_limit=integration_limit,
-        segmentation_rule=segmentation_rule,
-        extra=extra,
+        integration_limit=settings.integration_limit,
+        segmentation_rule=settings.segmentation_rule,
+        extra=single_scale_extra(p, inputs, settings, trained_now=trained_now, seconds=seconds),
         progress=progress,
     )

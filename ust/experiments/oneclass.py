@@ -30,7 +30,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
@@ -64,6 +63,8 @@ __all__ = [
     "RESULT_KIND",
     "SHALLOW_BASELINES",
     "AUTOENCODER_BASELINES",
+    "OneClassBaselineSettings",
+    "OneClassStudentSettings",
     "OneClassStudents",
     "collect_results",
     "feature_baseline_scores",
@@ -155,29 +156,47 @@ class OneClassStudents:
     seconds: dict[str, float]
 
 
+@dataclass(frozen=True)
+class OneClassStudentSettings:
+    """Settings of :func:`run_students` (defaults: ``docs/decisions.md``, one-class protocol).
+
+    Attributes:
+        p: input size the images are zoomed to (33 in the paper); must be the teacher's.
+        students: ensemble size M (5 in the paper).
+        training: optimisation of the students (default: 100 epochs, batch 64, Adam 1e-4, weight
+            decay 1e-5); its seed orders the data.
+        seed: seed of the students' initialisation.
+        inference_batch_size: images per forward pass when computing statistics and scores.
+    """
+
+    p: int = 33
+    students: int = 5
+    training: StudentTrainingConfig = ONECLASS_STUDENT_TRAINING
+    seed: int = 0
+    inference_batch_size: int = 256
+
+
 def fit_oneclass_students(
     data: OneClassData,
     teacher: PatchNet,
+    settings: OneClassStudentSettings = OneClassStudentSettings(),
     *,
-    p: int = 33,
-    students: int = 5,
-    training: StudentTrainingConfig = ONECLASS_STUDENT_TRAINING,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     checkpoint: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    batch_size: int = 256,
 ) -> OneClassStudents:
     """Train the vector-mode ensemble of :func:`run_students` without scoring the test set.
 
-    ``seed`` seeds the students' initialisation (:func:`ust.method.students.make_students`); their data
-    order comes from ``training.seed``. The teacher is copied, never modified. ``batch_size`` is the
-    number of images per forward pass for statistics (not for training).
+    ``settings.seed`` seeds the students' initialisation (:func:`ust.method.students.make_students`);
+    their data order comes from ``settings.training.seed``. The teacher is copied, never modified.
     """
+    p, batch_size = settings.p, settings.inference_batch_size
     _check_teacher(teacher, p)
     device = torch.device(device)
     teacher = copy.deepcopy(teacher).to(device)
-    model = StudentTeacher(teacher, make_students(teacher, students, seed=seed), dense=False)
+    students = make_students(teacher, settings.students, seed=settings.seed)
+    model = StudentTeacher(teacher, students, dense=False)
     model.to(device)
     train_x, val_x = zoom_to_patch(data.train, p), zoom_to_patch(data.val, p)
     seconds: dict[str, float] = {}
@@ -185,7 +204,14 @@ def fit_oneclass_students(
     fit_target_statistics(model, train_x, batch_size=batch_size, progress=False)
     seconds["stats"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    history = train_students(model, train_x, training, checkpoint=checkpoint, progress=progress)
+    history = train_students(
+        model,
+        train_x,
+        settings.training,
+        checkpoint=checkpoint,
+        progress=progress,
+        live_dir=live_dir,
+    )
     seconds["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stats = fit_validation_stats(model, val_x, batch_size=batch_size)
@@ -225,32 +251,25 @@ def student_scores(
 def run_students(
     data: OneClassData,
     teacher: PatchNet,
+    settings: OneClassStudentSettings = OneClassStudentSettings(),
     *,
-    p: int = 33,
-    students: int = 5,
-    training: StudentTrainingConfig = ONECLASS_STUDENT_TRAINING,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     checkpoint: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
     progress: bool = True,
     teacher_config: str = "",
-    batch_size: int = 256,
 ) -> dict:
-    """The paper's one-class protocol for one normal class (SPEC §3.3, §5.1).
+    """The paper's one-class protocol for one normal class (``docs/decisions.md``).
 
     Args:
         data: one task from :func:`ust.data.oneclass.load_oneclass` (images in [0, 1]).
-        teacher: pretrained patch network with receptive field ``p`` (not modified).
-        p: input size the images are zoomed to (33 in the paper).
-        students: ensemble size M (5 in the paper).
-        training: optimisation of the students (register A13 default: 100 epochs, batch 64,
-            Adam 1e-4, weight decay 1e-5).
-        seed: seed of the students' initialisation.
+        teacher: pretrained patch network with receptive field ``settings.p`` (not modified).
+        settings: see :class:`OneClassStudentSettings`.
         device: torch device.
         checkpoint: per-epoch resumable student checkpoint (see :func:`ust.train.students.train_students`).
+        live_dir: folder for the dvclive log of the training loss (None: no log).
         progress: show progress bars.
         teacher_config: label of the teacher (e.g. "kc" for λ_k = λ_c = 1), stored in the result.
-        batch_size: images per forward pass when computing statistics and scores.
 
     Returns:
         :func:`result_record` fields plus ``auc`` (ROC-AUC, anomalous = other classes), ``scores``
@@ -264,27 +283,51 @@ def run_students(
     fitted = fit_oneclass_students(
         data,
         teacher,
-        p=p,
-        students=students,
-        training=training,
-        seed=seed,
+        settings,
         device=device,
         checkpoint=checkpoint,
+        live_dir=live_dir,
         progress=progress,
-        batch_size=batch_size,
     )
     t0 = time.perf_counter()
-    scored = student_scores(fitted.model, data.test, fitted.stats, batch_size=batch_size)
+    scored = student_scores(
+        fitted.model, data.test, fitted.stats, batch_size=settings.inference_batch_size
+    )
     seconds_score = time.perf_counter() - t0
+    return _students_record(
+        data,
+        settings,
+        fitted,
+        scored,
+        teacher_config=teacher_config,
+        seconds_score=seconds_score,
+        t_start=t_start,
+        device=device,
+    )
+
+
+def _students_record(
+    data: OneClassData,
+    settings: OneClassStudentSettings,
+    fitted: OneClassStudents,
+    scored: dict[str, np.ndarray],
+    *,
+    teacher_config: str,
+    seconds_score: float,
+    t_start: float,
+    device: str | torch.device,
+) -> dict:
+    """The :func:`run_students` result: ROC-AUC, settings, timings, per-image arrays, model."""
     labels = data.test_labels.numpy()
+    training = settings.training
     return result_record(
         data,
         "students",
         roc_auc(scored["score"], labels),
         teacher_config=teacher_config,
-        p=p,
-        m=students,
-        seed=seed,
+        p=settings.p,
+        m=settings.students,
+        seed=settings.seed,
         training=asdict(training),
         stats=fitted.stats.to_dict(),
         history=fitted.history,
@@ -337,16 +380,33 @@ def teacher_descriptors(
     return torch.cat(out).numpy()
 
 
+@dataclass(frozen=True)
+class OneClassBaselineSettings:
+    """Settings of :func:`run_feature_baselines` (AE/VAE: the paper's MNIST/CIFAR ones, 100 epochs,
+    Adam lr 1e-2, batch 64, weight decay 1e-5; ``docs/decisions.md``).
+
+    Attributes:
+        methods: subset of :data:`FEATURE_BASELINES`.
+        p: input size of the teacher whose descriptors are used.
+        ae_epochs, ae_lr, ae_batch, ae_weight_decay: autoencoder training.
+        seed: seed of the shallow models and the autoencoders.
+    """
+
+    methods: tuple[str, ...] = FEATURE_BASELINES
+    p: int = 33
+    ae_epochs: int = 100
+    ae_lr: float = 1e-2
+    ae_batch: int = 64
+    ae_weight_decay: float = 1e-5
+    seed: int = 0
+
+
 def feature_baseline_scores(
     method: str,
     train: np.ndarray,
     test: np.ndarray,
+    settings: OneClassBaselineSettings = OneClassBaselineSettings(),
     *,
-    ae_epochs: int = 100,
-    ae_lr: float = 1e-2,
-    ae_batch: int = 64,
-    ae_weight_decay: float = 1e-5,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
@@ -354,9 +414,10 @@ def feature_baseline_scores(
 
     Shallow methods ("1nn", "kmeans", "ocsvm") see a PCA keeping 95 % of the variance (inside
     :mod:`ust.baselines.shallow`); "l2ae" and "vae" see the raw descriptors standardised per dimension
-    by the training mean and std (std floored at 1e-6). Higher = more anomalous.
+    by the training mean and std (std floored at 1e-6). Higher = more anomalous. ``settings.methods``
+    and ``settings.p`` are not used here.
     """
-    key = method.lower()
+    key, seed = method.lower(), settings.seed
     if key in SHALLOW_BASELINES:
         return make_shallow(key, pca_variance=0.95, seed=seed).fit(train).score(test)
     if key in AUTOENCODER_BASELINES:
@@ -367,10 +428,10 @@ def feature_baseline_scores(
         train_autoencoder(
             model,
             tr.astype(np.float32),
-            epochs=ae_epochs,
-            lr=ae_lr,
-            batch_size=ae_batch,
-            weight_decay=ae_weight_decay,
+            epochs=settings.ae_epochs,
+            lr=settings.ae_lr,
+            batch_size=settings.ae_batch,
+            weight_decay=settings.ae_weight_decay,
             seed=seed,
             device=device,
             progress=progress,
@@ -384,51 +445,36 @@ def feature_baseline_scores(
 def run_feature_baselines(
     data: OneClassData,
     teacher: PatchNet,
+    settings: OneClassBaselineSettings = OneClassBaselineSettings(),
     *,
-    methods: Sequence[str] = FEATURE_BASELINES,
-    p: int = 33,
-    ae_epochs: int = 100,
-    ae_lr: float = 1e-2,
-    ae_batch: int = 64,
-    ae_weight_decay: float = 1e-5,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
     details: dict | None = None,
 ) -> dict[str, float]:
-    """ROC-AUC of the feature-distribution baselines on the teacher's descriptors (SPEC §7.1).
+    """ROC-AUC of the feature-distribution baselines on the teacher's descriptors.
 
     All normal training images (train + validation split) are the training set; descriptors are
-    those of :func:`teacher_descriptors` at input size ``p``. AE/VAE settings are the paper's
-    MNIST/CIFAR ones (100 epochs, Adam lr 1e-2, batch 64, weight decay 1e-5).
+    those of :func:`teacher_descriptors` at input size ``settings.p``.
 
     Args:
+        settings: see :class:`OneClassBaselineSettings`.
         details: if given, filled with ``{method: {"scores": (N_test,), "seconds": float}}`` and
             ``"n_fit"`` (number of training descriptors).
 
     Returns:
-        {method: ROC-AUC in [0, 1]} in the order of ``methods``.
+        {method: ROC-AUC in [0, 1]} in the order of ``settings.methods``.
     """
     normal = torch.cat([data.train, data.val])
-    train = teacher_descriptors(teacher, normal, p)
-    test = teacher_descriptors(teacher, data.test, p)
+    train = teacher_descriptors(teacher, normal, settings.p)
+    test = teacher_descriptors(teacher, data.test, settings.p)
     labels = data.test_labels.numpy()
     aucs: dict[str, float] = {}
     if details is not None:
         details["n_fit"] = len(train)
-    for method in methods:
+    for method in settings.methods:
         t0 = time.perf_counter()
         scores = feature_baseline_scores(
-            method,
-            train,
-            test,
-            ae_epochs=ae_epochs,
-            ae_lr=ae_lr,
-            ae_batch=ae_batch,
-            ae_weight_decay=ae_weight_decay,
-            seed=seed,
-            device=device,
-            progress=progress,
+            method, train, test, settings, device=device, progress=progress
         )
         aucs[method] = roc_auc(scores, labels)
         if details is not None:
@@ -481,6 +527,7 @@ def run_igd(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | os.PathLike | None = None,
     *,
+    live_dir: str | os.PathLike | None = None,
     size_mode: str = "pad",
     max_train: int | None = None,
     seed: int = 0,
@@ -505,7 +552,9 @@ def run_igd(
         normal = normal[torch.from_numpy(np.sort(rng.choice(len(normal), max_train, False)))]
     train_x = igd_images(normal, size, size_mode)
     t0 = time.perf_counter()
-    model, history = train_igd(train_x, config, device=device, checkpoint_dir=checkpoint_dir)
+    model, history = train_igd(
+        train_x, config, device=device, checkpoint_dir=checkpoint_dir, live_dir=live_dir
+    )
     seconds_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = np.concatenate(

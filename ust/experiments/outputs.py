@@ -75,3 +75,10 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def single_scale_run_dir(results_dir: str | os.PathLike, category: str, p: int) -> Path:
+    """Folder of the single-scale MVTec run of ``category`` at receptive field ``p``:
+    ``<results_dir>/<category>/p<p>`` (the ``mvtec@<category>-<p>`` stage writes
+    ``results/mvtec/<category>/p<p>``)."""
+    return resolve(results_dir) / category / f"p{int(p)}"

@@ -3,6 +3,8 @@ complete parameter sets live in ``profiles/<name>.yaml`` (smoke, default, offlin
 
 ``make reproduce PROFILE=paper`` runs ``python -m ust.experiments.params use paper`` (copies the profile to
 ``params.yaml``) and then ``dvc repro``. Sweeps edit ``params.yaml`` through ``dvc exp run -S``.
+
+This module reads the YAML; :mod:`ust.experiments.config` validates it and gives it types.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
 def section(
     name: str, *, overrides: str | None = None, path: str | os.PathLike | None = None
 ) -> dict:
-    """One section of the active parameters, e.g. ``section("teacher")``.
+    """One section of the active parameters as a plain dict, e.g. ``section("teacher")``.
+
+    Unvalidated and untyped: the stages read the typed sections of
+    :func:`ust.experiments.config.load_config` instead.
 
     ``overrides="mvtec_category.carpet"`` merges a per-item mapping (if present and non-empty) over
     the section, so one category can deviate without touching the others' stages.

@@ -1,10 +1,14 @@
-"""Check, before any computation, that every dataset and weight file the active profile needs exists.
+"""Check, before any computation, that the active profile is well formed and that every dataset
+and weight file it needs exists.
 
 The first stage of ``dvc.yaml`` runs ``python -m ust.experiments.preflight build/preflight.ok``; every computing
-stage depends on that file, so a missing MVTec AD category, CIFAR-10 folder or ResNet-18 weight
-file stops ``dvc repro`` before the first teacher trains, with one message per problem that says
-where the file was expected and how to obtain it. Datasets with ``download: true`` are downloaded
-here (torchvision) when online.
+stage depends on that file. The check first reads the whole parameter file with
+:func:`ust.experiments.config.load_config`: an unknown or misspelt key or section, a missing required
+key or a value of the wrong type stops ``dvc repro`` with one line that names the key, the section
+and the file (exit status 2). Then a missing MVTec AD category, CIFAR-10 folder or ResNet-18 weight
+file stops it before the first teacher trains, with one message per problem that says where the
+file was expected and how to obtain it (exit status 1). Datasets with ``download: true`` are
+downloaded here (torchvision) when online.
 
 The marker file always holds the same text, so re-running the check never invalidates later stages.
 """
@@ -14,9 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from ust.experiments.params import load_params
+from ust.experiments.config import OneClassDataConfig, PipelineConfig, load_config
 from ust.io import atomic_write_text
 from ust.paths import resolve
 
@@ -31,11 +35,11 @@ def _problem(check: Callable[[], object]) -> str | None:
     return None
 
 
-def _oneclass_check(dataset: str, cfg: dict) -> Callable[[], object]:
+def _oneclass_check(dataset: str, cfg: OneClassDataConfig) -> Callable[[], object]:
     from ust.data import oneclass
 
     def check() -> None:
-        source, root = cfg["source"], cfg["root"]
+        source, root = cfg.source, cfg.root
         if source == "system":
             if dataset != "fashion_mnist":
                 raise ValueError(
@@ -51,9 +55,7 @@ def _oneclass_check(dataset: str, cfg: dict) -> Callable[[], object]:
             oneclass.mnist_subset_split(seed=0)
         else:
             for train in (True, False):
-                oneclass.load_torchvision_split(
-                    dataset, root, train, download=bool(cfg.get("download", False))
-                )
+                oneclass.load_torchvision_split(dataset, root, train, download=cfg.download)
 
     return check
 
@@ -66,29 +68,38 @@ def _missing_mvtec(root) -> None:
     )
 
 
-def problems(params: dict | None = None) -> list[str]:
-    """Everything the profile needs that is missing, as actionable messages ([] = ready)."""
-    params = load_params() if params is None else params
+def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
+    """Everything the profile needs that is missing, as actionable messages ([] = ready).
+
+    ``params``: a loaded :class:`PipelineConfig`, a raw parameter mapping (validated here, a
+    ``ValueError`` for a malformed one) or ``None`` for the active parameter file.
+    """
+    if params is None:
+        config = load_config()
+    elif isinstance(params, PipelineConfig):
+        config = params
+    else:
+        config = PipelineConfig.from_params(params, source="<parameters>")
     checks: list[tuple[str, Callable[[], object]]] = []
-    if any("k" in str(t["losses"]) for t in params["teachers"].values()):
+    if any("k" in t.losses for t in config.teachers.values()):
         from ust.method.distillation import load_resnet18
 
-        weights = params["teacher"].get("resnet_weights")
+        weights = config.teacher.resnet_weights
         checks.append(("teacher (λ_k > 0)", lambda: load_resnet18(weights)))
-    datasets = list(params["oneclass"]["datasets"])
-    if params["mds"]["dataset"] not in datasets:
-        datasets.append(params["mds"]["dataset"])
+    datasets = list(config.oneclass.datasets)
+    if config.mds.dataset not in datasets:
+        datasets.append(config.mds.dataset)
     for name in datasets:
-        checks.append((f"oneclass {name}", _oneclass_check(name, params["oneclass_data"][name])))
-    data = params["mvtec_data"]
-    if not data["synthetic"] and not resolve(data["root"]).is_dir():
-        checks.append(("mvtec", lambda: _missing_mvtec(resolve(data["root"]))))
-    elif not data["synthetic"]:
+        checks.append((f"oneclass {name}", _oneclass_check(name, config.oneclass_data[name])))
+    data = config.mvtec_data
+    if not data.synthetic and not resolve(data.root).is_dir():
+        checks.append(("mvtec", lambda: _missing_mvtec(resolve(data.root))))
+    elif not data.synthetic:
         from ust.data.mvtec import validate_category
 
-        for cat in params["mvtec"]["categories"]:
+        for cat in config.mvtec.categories:
             checks.append(
-                (f"mvtec {cat}", lambda cat=cat: validate_category(resolve(data["root"]), cat))
+                (f"mvtec {cat}", lambda cat=cat: validate_category(resolve(data.root), cat))
             )
     found = []
     for label, check in checks:
@@ -105,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("marker", help="file written when every check passes")
     args = parser.parse_args(argv)
     marker = resolve(args.marker)
-    found = problems()
+    try:
+        config = load_config()  # first: a misspelt key fails before anything is computed
+    except (ValueError, FileNotFoundError) as err:
+        marker.unlink(missing_ok=True)
+        print(f"preflight: {err}", file=sys.stderr)
+        return 2
+    found = problems(config)
     if found:
         marker.unlink(missing_ok=True)
-        profile = load_params().get("profile")
+        profile = config.profile
         print(
             f"profile `{profile}` cannot run: {len(found)} missing input(s); nothing was computed.\n"
             + "\n".join(f"{i}. {msg}" for i, msg in enumerate(found, 1))

@@ -1,6 +1,7 @@
 """Figures of the MVTec AD experiments: Figure 1 / 6 style panels, the receptive-field comparison of
-Figure 5 and PRO curves. Matplotlib with the Agg backend; every function saves a PNG and returns the
-:class:`matplotlib.figure.Figure` (for notebooks).
+Figure 5 and PRO curves (the categories × methods heatmap is in :mod:`ust.report.figures_summary`).
+Matplotlib with the Agg backend; every function saves a PNG (atomically, when given a path) and
+returns the :class:`matplotlib.figure.Figure` (for notebooks).
 
 Inputs are lists with one entry per example: images as (H, W), (H, W, 3) or (3, H, W) arrays or
 tensors in [0, 1]; masks as (H, W) binary arrays; anomaly maps as (h, w) arrays of scores (any
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ust.eval.metrics import trapezoid  # noqa: E402
+from ust.io import atomic_savefig  # noqa: E402
+from ust.paths import resolve  # noqa: E402
 
 __all__ = ["plot_figure1", "plot_pro_curves", "plot_receptive_fields"]
 
@@ -80,9 +82,7 @@ def _show_map(ax, score_map: Any, shape: tuple[int, int], vmin=None, vmax=None):
 
 def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        atomic_savefig(fig, resolve(path), dpi=120, bbox_inches="tight")
     plt.close(fig)  # keep pyplot's registry empty; the Figure object stays usable
     return fig
 
@@ -138,7 +138,7 @@ def plot_receptive_fields(
     """Figure-5-style comparison: one row per image, columns = input then one map per scale.
 
     Args:
-        images: N images; maps_by_scale: ``{17: [N maps], 33: [...], 65: [...], "multiscale": [...]}``
+        images: N images; maps_by_scale: ``{p: [N maps] for each scale, "multiscale": [N maps]}``
             (columns in the mapping's order; integer keys are labelled ``p = k``).
         path: PNG file to write or None.
         masks: optional N masks outlined in red on the input.

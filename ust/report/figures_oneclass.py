@@ -1,4 +1,6 @@
-"""Figure 4 of the paper (SPEC §8, register A22): MDS embedding of teacher targets and student means.
+"""Figure 4 of the paper (``docs/decisions.md#mds-figure``): MDS embedding of teacher targets and
+student means, above the distributions of the anomaly scores of normal vs anomalous test samples
+(:func:`score_distributions`, seaborn; usable on its own, e.g. for MVTec image scores).
 
 For ten test images, one per class, the normalised teacher descriptor ỹ = (y^T − μ)/σ and the
 students' mean prediction μ = (1/M) Σ_i S_i(x) are embedded *jointly* into 2-D with metric MDS on
@@ -7,7 +9,8 @@ length of the segment joining each pair. A circle of radius ``radius_scale``·�
 student mean, where v is the predictive variance (Σ over d of the ensemble variance): √v is the
 root-mean-square distance of the individual students from their mean, in the same units as the
 embedding (MDS preserves distances). Green marks the normal class, red the others. The bottom panel is
-the histogram of ẽ + ṽ over the whole test set, split into normal and anomalous images.
+the histogram of ẽ + ṽ over the whole test set, split into normal and anomalous images
+(:func:`score_distributions`).
 
 MDS: ``sklearn.manifold.MDS(n_components=2, metric_mds=True, metric="euclidean",
 init="classical_mds", random_state=seed)`` — scikit-learn ≥ 1.8 names the metric/non-metric switch
@@ -22,7 +25,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from sklearn.manifold import MDS
@@ -40,6 +46,7 @@ __all__ = [
     "ensemble_vectors",
     "mds_figure",
     "pick_one_per_class",
+    "score_distributions",
 ]
 
 NORMAL_COLOR = "tab:green"
@@ -238,12 +245,75 @@ def _draw(d: MDSFigureData, data: OneClassData, bins: int) -> Figure:
     )
     ax.set_xlabel("MDS 1")
     ax.set_ylabel("MDS 2")
-    edges = np.histogram_bin_edges(d.scores, bins=bins)
-    hist.hist(d.scores[d.labels == 0], bins=edges, color=NORMAL_COLOR, alpha=0.6, label="normal")
-    hist.hist(
-        d.scores[d.labels == 1], bins=edges, color=ANOMALY_COLOR, alpha=0.6, label="anomalous"
+    score_distributions(
+        d.scores,
+        d.labels,
+        ax=hist,
+        bins=bins,
+        xlabel="anomaly score ẽ + ṽ (whole test set)",
+        ylabel="images",
     )
-    hist.set_xlabel("anomaly score ẽ + ṽ (whole test set)")
-    hist.set_ylabel("images")
-    hist.legend(fontsize=8)
     return fig
+
+
+#: hue levels of :func:`score_distributions`, in drawing order, with their colours
+SCORE_HUES = {"normal": NORMAL_COLOR, "anomalous": ANOMALY_COLOR}
+
+
+def score_distributions(
+    scores,
+    labels,
+    path: str | os.PathLike | None = None,
+    *,
+    ax: Axes | None = None,
+    bins: int | np.ndarray = 50,
+    kde: bool = False,
+    xlabel: str = "anomaly score",
+    ylabel: str = "samples",
+    dpi: int = 150,
+) -> Figure:
+    """Histogram of the anomaly scores of normal (green) vs anomalous (red) test samples, on common
+    bins (``seaborn.histplot`` with ``hue``), optionally with a kernel density estimate per group.
+
+    Works for any per-sample scores: one-class test images (ẽ + ṽ, Figure 4) or MVTec image scores
+    (maximum of each anomaly map).
+
+    Args:
+        scores: (N,) scores; labels: (N,) 1 = anomalous, 0 = normal.
+        path: PNG (or PDF by suffix) written atomically, or None; ignored when ``ax`` is given.
+        ax: draw into this Axes (e.g. a panel of a larger figure) instead of a new Figure.
+        bins: number of bins over the range of all scores, or the bin edges.
+        kde: add a density curve per group.
+        xlabel, ylabel: axis labels.
+
+    Returns:
+        the Figure drawn into (``ax.figure`` when ``ax`` is given).
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if len(scores) != len(labels) or len(scores) == 0:
+        raise ValueError(f"need as many labels as scores (≥ 1), got {len(labels)}/{len(scores)}")
+    own = ax is None
+    if own:
+        fig = Figure(figsize=(5.0, 2.8), layout="constrained")
+        ax = fig.subplots()
+    frame = pd.DataFrame(
+        {"score": scores, "test samples": np.where(labels == 1, "anomalous", "normal")}
+    )
+    sns.histplot(
+        frame,
+        x="score",
+        hue="test samples",
+        hue_order=list(SCORE_HUES),
+        palette=SCORE_HUES,
+        bins=np.histogram_bin_edges(scores, bins=bins),
+        kde=kde,
+        alpha=0.6,
+        ax=ax,
+    )
+    sns.move_legend(ax, "upper right", title=None, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if own and path is not None:
+        atomic_savefig(ax.figure, resolve(path), dpi=dpi, bbox_inches="tight")
+    return ax.figure

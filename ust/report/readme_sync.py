@@ -5,6 +5,10 @@ Every number in a README results table comes from a file a stage wrote: the repo
 them under ``figures/<profile>/`` (so that a quick default run does not replace the README's
 ``offline_full`` tables), and ``python -m ust.report.readme_sync sync`` copies each file between its
 ``<!-- BEGIN figures/X.md -->`` / ``<!-- END figures/X.md -->`` markers in the README.
+
+Besides the tables, the report stage draws two summary heatmaps, ``figures/oneclass_auc.png`` and
+``figures/mvtec_au_pro.png`` (:func:`write_summary_figures`); each is skipped when its results are
+absent.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ SNAPSHOT_FILES = (
     "figure4_mds.png",
     "figure5_receptive_fields.png",
 )
+#: summary figures of the report stage: written only when their results exist (see
+#: :func:`write_summary_figures`), copied by :func:`snapshot` when present
+SUMMARY_FIGURES = ("oneclass_auc.png", "mvtec_au_pro.png")
 
 _TEACHER_BUDGET = (("teacher", "iterations"), ("teacher", "batch_size"))
 #: settings a cheaper profile may reduce, per table; :func:`run_instead` lists those that differ
@@ -125,7 +132,7 @@ _STAGE_GROUPS = (
     ("20_one_class-mnist-", "oneclass, MNIST"),
     ("20_one_class-cifar10-", "oneclass, CIFAR-10"),
     ("30_mvtec-", "mvtec (single scale)"),
-    ("31_mvtec-", "mvtec_category (multiscale + baselines)"),
+    ("31_mvtec_multiscale-", "mvtec_multiscale (multiscale + baselines)"),
     ("40_mds", "mds"),
 )
 
@@ -167,7 +174,8 @@ def timings_table(notebooks_dir: str | os.PathLike = "results/notebooks") -> str
 
 def snapshot(out_root: str | os.PathLike = "figures") -> Path:
     """Copy the report's files from ``figures/`` to ``figures/<active profile>/``; returns that
-    folder. Files the profile did not produce are reported, not skipped silently."""
+    folder. A missing file of :data:`SNAPSHOT_FILES` is an error; the :data:`SUMMARY_FIGURES` are
+    copied when present (and a stale copy removed when not)."""
     import shutil
 
     root = resolve(out_root)
@@ -177,7 +185,10 @@ def snapshot(out_root: str | os.PathLike = "figures") -> Path:
             f"{root} lacks {', '.join(missing)}: run `dvc repro` (the report stage writes them)"
         )
     dest = root / str(load_params()["profile"])
-    for name in SNAPSHOT_FILES:
+    for name in SNAPSHOT_FILES + SUMMARY_FIGURES:
+        if not (root / name).exists():
+            (dest / name).unlink(missing_ok=True)
+            continue
         with open(root / name, "rb") as src:
             atomic_write(dest / name, lambda fh, src=src: shutil.copyfileobj(src, fh))
     return dest
@@ -244,23 +255,40 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
     return "\n".join(parts), means
 
 
-def mvtec_report_tables(results_dir: str | os.PathLike = "results/mvtec") -> tuple[str, dict]:
-    """Table 3 and Table 2 shaped Markdown for the categories of the active profile."""
-    from ust.report.tables_mvtec import category_summary
+def _mvtec_data_label(params: dict) -> str:
+    data = params["mvtec_data"]
+    if data["synthetic"]:
+        return (
+            f"synthetic MVTec-layout textures (skimage brick/grass/gravel, {data['image_size']} px, "
+            "not the paper's data)"
+        )
+    return f"MVTec AD at {data['root']}"
+
+
+def mvtec_report_tables(
+    results_dir: str | os.PathLike = "results/mvtec",
+    multiscale_dir: str | os.PathLike = "results/mvtec_multiscale",
+) -> tuple[str, dict]:
+    """Table 3 and Table 2 shaped Markdown for the categories and scales (``mvtec.patch_sizes``) of
+    the active profile, and the per-category summary of :func:`category_summary`.
+
+    Args:
+        results_dir: root of the single-scale runs, ``<category>/p<p>/``.
+        multiscale_dir: root of the multiscale runs, ``<category>/``.
+    """
+    from ust.report.tables_mvtec import category_summary, multiscale_run
     from ust.report.tables_mvtec import mvtec_tables as tables
 
     params = load_params()
     cats = list(params["mvtec"]["categories"])
-    data = params["mvtec_data"]
-    label = (
-        (
-            f"synthetic MVTec-layout textures (skimage brick/grass/gravel, {data['image_size']} px, "
-            "not the paper's data)"
-        )
-        if data["synthetic"]
-        else f"MVTec AD at {data['root']}"
+    t3, t2 = tables(
+        results_dir,
+        cats,
+        _mvtec_data_label(params),
+        params["profile"],
+        multiscale_dir=multiscale_dir,
+        scales=params["mvtec"]["patch_sizes"],
     )
-    t3, t2 = tables(results_dir, cats, label, params["profile"])
     text = (
         run_instead("mvtec", params)
         + "#### AU-PRO by receptive field (Table 3)\n\n"
@@ -268,29 +296,37 @@ def mvtec_report_tables(results_dir: str | os.PathLike = "results/mvtec") -> tup
         + "\n#### Baselines (Table 2)\n\n"
         + t2
     )
-    summary = {c: category_summary(resolve(results_dir) / f"{c}-multiscale") for c in cats}
+    summary = {c: category_summary(multiscale_run(multiscale_dir, c)) for c in cats}
     return text, summary
 
 
 def mvtec_figures(
-    results_dir: str | os.PathLike = "results/mvtec", out: str | os.PathLike = "figures"
+    results_dir: str | os.PathLike = "results/mvtec",
+    out: str | os.PathLike = "figures",
+    multiscale_dir: str | os.PathLike = "results/mvtec_multiscale",
 ) -> None:
     """Figure 1 (one anomalous example per category: input, ground truth, multiscale map) and
-    Figure 5 (the same examples for p = 17, 33, 65 and multiscale) across categories."""
+    Figure 5 (the same examples for every scale of ``mvtec.patch_sizes`` and multiscale) across
+    categories."""
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
+    from ust.experiments.outputs import single_scale_run_dir
     from ust.report.figures_mvtec import plot_figure1, plot_receptive_fields
+    from ust.report.tables_mvtec import multiscale_run, patch_sizes
     from ust.stages.mvtec import mvtec_root
 
     params = load_params()
-    root, res = mvtec_root(), resolve(results_dir)
-    images, masks, titles, maps = [], [], [], {17: [], 33: [], 65: [], "multiscale": []}
+    root = mvtec_root()
+    scales = patch_sizes(params["mvtec"]["patch_sizes"])
+    images, masks, titles = [], [], []
+    maps: dict = {p: [] for p in scales} | {"multiscale": []}
     for cat in params["mvtec"]["categories"]:
         sample = next(s for s in validate_category(root, cat).test if s.is_anomalous)
         images.append(load_image(sample.path).permute(1, 2, 0).numpy())
         masks.append(load_mask(sample.mask_path, sample.size).numpy())
         titles.append(f"{cat} {sample.image_id}")
-        for key in maps:
-            folder = res / (f"{cat}-p{key}" if key != "multiscale" else f"{cat}-multiscale")
+        runs = {p: single_scale_run_dir(results_dir, cat, p) for p in scales}
+        runs["multiscale"] = multiscale_run(multiscale_dir, cat)
+        for key, folder in runs.items():
             maps[key].append(
                 load_anomaly_map(folder / "maps" / cat / "test" / f"{sample.image_id}.tiff")
             )
@@ -301,8 +337,49 @@ def mvtec_figures(
     )
 
 
+def write_summary_figures(
+    out: str | os.PathLike = "figures",
+    *,
+    oneclass_dir: str | os.PathLike = "results/oneclass",
+    mvtec_dir: str | os.PathLike = "results/mvtec",
+    multiscale_dir: str | os.PathLike = "results/mvtec_multiscale",
+) -> dict[str, Path | None]:
+    """Draw ``<out>/oneclass_auc.png`` (:func:`oneclass_auc_heatmap` of every one-class result) and
+    ``<out>/mvtec_au_pro.png`` (:func:`mvtec_metric_heatmap` of AU-PRO for the categories and scales
+    of the active profile). A figure whose results are absent is skipped and a stale copy removed.
+
+    Returns:
+        ``{file name: written path, or None when skipped}``.
+    """
+    from ust.experiments.oneclass import collect_results
+    from ust.report.figures_summary import mvtec_metric_heatmap, oneclass_auc_heatmap
+    from ust.report.tables_mvtec import mvtec_metric_frame
+
+    out = resolve(out)
+    params = load_params()
+    written: dict[str, Path | None] = dict.fromkeys(SUMMARY_FIGURES)
+    results = collect_results(resolve(oneclass_dir))
+    if not results.empty:
+        written["oneclass_auc.png"] = out / "oneclass_auc.png"
+        oneclass_auc_heatmap(results, written["oneclass_auc.png"])
+    frame = mvtec_metric_frame(
+        list(params["mvtec"]["categories"]),
+        params["mvtec"]["patch_sizes"],
+        results_dir=mvtec_dir,
+        multiscale_dir=multiscale_dir,
+    )
+    if frame.notna().any().any():
+        written["mvtec_au_pro.png"] = out / "mvtec_au_pro.png"
+        mvtec_metric_heatmap(frame, written["mvtec_au_pro.png"], metric="au_pro")
+    for name, path in written.items():
+        if path is None:
+            (out / name).unlink(missing_ok=True)
+    return written
+
+
 def write_tables(out: str | os.PathLike = "figures") -> dict:
-    """Every table and summary figure the README embeds, from the stages' result files."""
+    """Every table and summary figure the README embeds, from the stages' result files: the
+    Markdown tables, ``summary.json``, Figures 1, 4 and 5 and the :data:`SUMMARY_FIGURES`."""
     import shutil
 
     out = resolve(out)
@@ -313,6 +390,7 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     atomic_write_text(out / "mvtec.md", mv_text)
     atomic_write_text(out / "timings.md", timings_table())
     mvtec_figures(out=out)
+    write_summary_figures(out)
     shutil.copyfile(resolve("results/mds/figure4_mds.png"), out / "figure4_mds.png")
     summary = {
         "profile": load_params()["profile"],
@@ -373,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "tables":
         write_tables()
-        print("figures/ written")
+        skipped = [n for n in SUMMARY_FIGURES if not resolve(f"figures/{n}").exists()]
+        print("figures/ written" + "".join(f"; figures/{n} skipped (no results)" for n in skipped))
         return 0
     if args.cmd == "snapshot":
         print(f"figures copied to {snapshot()}")

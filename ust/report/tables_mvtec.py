@@ -1,21 +1,67 @@
 """MVTec AD figures per category and the Table 2 / Table 3-shaped tables with the paper's numbers.
 
-Every measured number is read from the files the stages wrote (``metrics.json``, ``baselines.json``,
-``ssim_ae.json``); the paper's numbers come from :mod:`ust.report.published`, labelled as published.
+Every measured number is read from the files the stages wrote (``metrics.json``, ``table.json``,
+``baselines.json``, ``ssim_ae.json``); the paper's numbers come from :mod:`ust.report.published`,
+labelled as published.
+
+Layout of the results (stages ``mvtec`` and ``mvtec_multiscale``)::
+
+    results/mvtec/<category>/p<p>/            one single-scale run per receptive field p
+    results/mvtec_multiscale/<category>/      the multiscale fusion and the Table 2 baselines
+
+The receptive fields are those of ``mvtec.patch_sizes`` in ``params.yaml`` unless a caller passes
+``scales``; the tables get one column per scale.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
+from ust.experiments.outputs import single_scale_run_dir
 from ust.paths import resolve
 from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
-from ust.report.published import PAPER_TABLE2, PAPER_TABLE3, QUOTED_TABLE2, TABLE2_METHODS
+from ust.report.published import (
+    MULTISCALE,
+    PAPER_TABLE2,
+    PAPER_TABLE3,
+    QUOTED_TABLE2,
+    TABLE2_METHODS,
+)
+
+#: root of the single-scale runs (``<category>/p<p>/`` below it)
+MVTEC_DIR = "results/mvtec"
+#: root of the multiscale runs (``<category>/`` below it)
+MULTISCALE_DIR = "results/mvtec_multiscale"
+
+
+def multiscale_run(multiscale_dir: str | os.PathLike, category: str) -> Path:
+    """Folder of the multiscale run of ``category``: ``<multiscale_dir>/<category>``."""
+    return resolve(multiscale_dir) / category
+
+
+def patch_sizes(scales: Iterable[int] | None = None) -> list[int]:
+    """The receptive fields to report, ascending: ``scales`` if given, else ``mvtec.patch_sizes``
+    of the active parameters."""
+    if scales is None:
+        from ust.experiments.params import section
+
+        scales = section("mvtec")["patch_sizes"]
+    return sorted({int(p) for p in scales})
+
+
+def baseline_teacher_p() -> int:
+    """Receptive field of the teacher whose descriptors the Table 2 baselines use:
+    ``mvtec_baselines.p`` of the active parameters."""
+    from ust.experiments.config import load_config
+
+    return load_config().mvtec_baselines.p
 
 
 def _read(path: Path) -> dict:
@@ -23,7 +69,8 @@ def _read(path: Path) -> dict:
 
 
 def category_summary(out_dir: str | os.PathLike) -> dict:
-    """AU-PRO / pixel / image ROC-AUC of the multiscale fusion, each scale and each baseline."""
+    """AU-PRO / pixel / image ROC-AUC of the multiscale fusion, each scale and each baseline, from
+    the multiscale run folder ``out_dir`` (keys ``multiscale``, ``p<p>`` and the baseline names)."""
     out = resolve(out_dir)
     summary = {f"p{k}" if k.isdigit() else k: v for k, v in _read(out / "table.json").items()}
     for method, m in _read(out / "baselines.json").items():
@@ -75,63 +122,134 @@ def category_figures(
     return paths
 
 
-def mvtec_tables(
-    results_dir: str | os.PathLike, categories: list[str], data_label: str, profile: str
-) -> tuple[str, str]:
-    """Markdown of Table 3 (AU-PRO by receptive field) and Table 2 (baselines at p = 65) for the
-    categories run; paper columns only for the 15 MVTec AD categories."""
-    res = resolve(results_dir)
-    header = f"Data: {data_label}. Profile: `{profile}`. AU-PRO up to FPR 0.3."
-    t3 = [
+def _metric(run: Path, metric: str) -> float | None:
+    value = _read(run / "metrics.json").get(metric)
+    return None if value is None else float(value)
+
+
+def _measured(
+    categories: Sequence[str],
+    scales: Sequence[int],
+    results_dir: str | os.PathLike,
+    multiscale_dir: str | os.PathLike,
+    metric: str,
+) -> dict[str, dict]:
+    """Per category: ``{p: value for each scale, MULTISCALE: value, <baseline>: value}``, None for
+    a missing run."""
+    out = {}
+    for cat in categories:
+        multi = multiscale_run(multiscale_dir, cat)
+        row: dict = {p: _metric(single_scale_run_dir(results_dir, cat, p), metric) for p in scales}
+        row[MULTISCALE] = _metric(multi, metric)
+        summary = category_summary(multi)
+        row.update({m: summary.get(m, {}).get(metric) for m in TABLE2_METHODS})
+        out[cat] = row
+    return out
+
+
+def _table3(measured: dict[str, dict], scales: Sequence[int], header: str) -> str:
+    """Table 3: AU-PRO per scale and multiscale, the paper's values beside them, and the means."""
+    cols = [*scales, MULTISCALE]
+    lines = [
         header,
         "",
-        "| category | p = 17 | p = 33 | p = 65 | multiscale | paper p=17 / 33 / 65 / multi |",
-        "|---|---|---|---|---|---|",
+        "| category | "
+        + " | ".join(f"p = {p}" for p in scales)
+        + f" | multiscale | paper p={' / '.join(map(str, scales))} / multi |",
+        "|---|" + "---|" * (len(cols) + 1),
     ]
-    t2 = [
-        header + " Baselines on the p = 65 teacher's descriptors; SSIM-AE on images.",
+    for cat, row in measured.items():
+        paper = PAPER_TABLE3.get(cat)
+        quoted = " / ".join(_f(paper.get(k)) for k in cols) if paper else "– (not in the paper)"
+        lines.append(f"| {cat} | " + " | ".join(_f(row[k]) for k in cols) + f" | {quoted} |")
+    means = []
+    for k in cols:
+        values = [row[k] for row in measured.values() if row[k] is not None]
+        means.append(_f(np.mean(values) if values else None))
+    lines.append("| mean | " + " | ".join(means) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def _table2(measured: dict[str, dict], header: str, baseline_p: int) -> str:
+    """Table 2: our result at the baselines' scale and multiscale, each baseline, the paper's row
+    and the quoted AnoGAN / CNN-FD values."""
+    lines = [
+        header + f" Baselines on the p = {baseline_p} teacher's descriptors; SSIM-AE on images.",
         "",
-        "| category | ours p=65 | multiscale | "
+        f"| category | ours p={baseline_p} | multiscale | "
         + " | ".join(TABLE2_METHODS)
         + " | paper (1-NN … SSIM-AE) | AnoGAN / CNN-FD (quoted from [P], not re-run) |",
         "|---|---|---|" + "---|" * len(TABLE2_METHODS) + "---|---|",
     ]
-    cols3: dict[str, list[float]] = {}
-    for cat in categories:
-        scale = {p: _read(res / f"{cat}-p{p}" / "metrics.json").get("au_pro") for p in (17, 33, 65)}
-        multi = _read(res / f"{cat}-multiscale" / "metrics.json").get("au_pro")
-        paper = PAPER_TABLE3.get(cat)
-        row = [scale[17], scale[33], scale[65], multi]
-        for name, v in zip(("17", "33", "65", "multi"), row, strict=True):
-            if v is not None:
-                cols3.setdefault(name, []).append(v)
-        t3.append(
-            f"| {cat} | "
-            + " | ".join(_f(v) for v in row)
+    for cat, row in measured.items():
+        paper = PAPER_TABLE2.get(cat)
+        quoted = QUOTED_TABLE2.get(cat)
+        lines.append(
+            f"| {cat} | {_f(row.get(baseline_p))} | {_f(row[MULTISCALE])} | "
+            + " | ".join(_f(row[m]) for m in TABLE2_METHODS)
             + " | "
-            + (" / ".join(f"{v:.3f}" for v in paper) if paper else "– (not in the paper)")
+            + (" / ".join(f"{v:.3f}" for v in paper) if paper else "–")
+            + " | "
+            + (" / ".join(f"{v:.3f}" for v in quoted) if quoted else "–")
             + " |"
         )
-        summary = category_summary(res / f"{cat}-multiscale")
-        base = [summary.get(m, {}).get("au_pro") for m in TABLE2_METHODS]
-        p2 = PAPER_TABLE2.get(cat)
-        t2.append(
-            f"| {cat} | {_f(scale[65])} | {_f(multi)} | "
-            + " | ".join(_f(v) for v in base)
-            + " | "
-            + (" / ".join(f"{v:.3f}" for v in p2) if p2 else "–")
-            + " | "
-            + (" / ".join(f"{v:.3f}" for v in QUOTED_TABLE2[cat]) if cat in QUOTED_TABLE2 else "–")
-            + " |"
-        )
-    t3.append(
-        "| mean | "
-        + " | ".join(
-            _f(np.mean(cols3[k]) if k in cols3 else None) for k in ("17", "33", "65", "multi")
-        )
-        + " | |"
+    return "\n".join(lines) + "\n"
+
+
+def mvtec_tables(
+    results_dir: str | os.PathLike,
+    categories: Sequence[str],
+    data_label: str,
+    profile: str,
+    *,
+    multiscale_dir: str | os.PathLike = MULTISCALE_DIR,
+    scales: Iterable[int] | None = None,
+    baseline_p: int | None = None,
+) -> tuple[str, str]:
+    """Markdown of Table 3 (AU-PRO by receptive field) and Table 2 (baselines) for the categories
+    run; paper columns only for the 15 MVTec AD categories.
+
+    Args:
+        results_dir: root of the single-scale runs (``<category>/p<p>/metrics.json``).
+        categories: rows, in order.
+        data_label, profile: named in the header line.
+        multiscale_dir: root of the multiscale runs (``<category>/metrics.json``, ``table.json``,
+            ``baselines.json``, ``ssim_ae.json``).
+        scales: receptive fields, one Table 3 column each (default: ``mvtec.patch_sizes``).
+        baseline_p: the scale shown beside the baselines in Table 2 (default:
+            :func:`baseline_teacher_p`); it is read even if not among ``scales``.
+    Missing runs are shown as "–".
+    """
+    scales = patch_sizes(scales)
+    baseline_p = baseline_teacher_p() if baseline_p is None else int(baseline_p)
+    header = f"Data: {data_label}. Profile: `{profile}`. AU-PRO up to FPR 0.3."
+    read = scales if baseline_p in scales else [*scales, baseline_p]
+    measured = _measured(categories, read, results_dir, multiscale_dir, "au_pro")
+    return _table3(measured, scales, header), _table2(measured, header, baseline_p)
+
+
+def mvtec_metric_frame(
+    categories: Sequence[str],
+    scales: Iterable[int] | None = None,
+    *,
+    results_dir: str | os.PathLike = MVTEC_DIR,
+    multiscale_dir: str | os.PathLike = MULTISCALE_DIR,
+    metric: str = "au_pro",
+) -> pd.DataFrame:
+    """Categories × (``p = <p>`` per scale, ``multiscale``, each Table 2 baseline) of ``metric``
+    ("au_pro", "pixel_auroc" or "image_auroc"), read from the same files as :func:`mvtec_tables`;
+    NaN where a run is missing, columns without any result dropped (e.g. baselines not run)."""
+    scales = patch_sizes(scales)
+    measured = _measured(categories, scales, results_dir, multiscale_dir, metric)
+    names = {**{p: f"p = {p}" for p in scales}, MULTISCALE: MULTISCALE}
+    names.update({m: m for m in TABLE2_METHODS})
+    frame = pd.DataFrame(
+        [[np.nan if row[k] is None else float(row[k]) for k in names] for row in measured.values()],
+        index=pd.Index(list(measured), name="category"),
+        columns=list(names.values()),
+        dtype=float,
     )
-    return "\n".join(t3) + "\n", "\n".join(t2) + "\n"
+    return frame.dropna(axis=1, how="all")
 
 
 def _f(v) -> str:

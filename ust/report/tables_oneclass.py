@@ -2,8 +2,8 @@
 
 Every measured number in a table is read from the result files written by
 :func:`ust.experiments.oneclass.write_class_result` (through :func:`collect_results` into a DataFrame);
-the only typed numbers are the constants in :data:`PUBLISHED`, copied from SPEC §6.1–6.3 and §10.6
-and shown in rows labelled "published" with their source.
+the only typed numbers are the constants of :mod:`ust.report.published` (the paper's Tables 1, 6
+and 7 and the IGD paper's Table 1), shown in rows labelled "published" with their source.
 
 A measured row is identified by :func:`row_key` ``"method:teacher_config"`` (``"method"`` when no
 teacher is involved, e.g. ``"igd"``); :data:`DEFAULT_METHOD_MAP` says which published row it is
@@ -34,6 +34,7 @@ __all__ = [
     "PAPER_TABLE1",
     "PUBLISHED",
     "PublishedRow",
+    "auc_grid",
     "default_data_label",
     "mean_table",
     "oneclass_table",
@@ -43,7 +44,12 @@ __all__ = [
     "write_table",
 ]
 
-_DATASET_PRETTY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+#: display names of the datasets (figure titles)
+DATASET_TITLES: dict[str, str] = {
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+}
 
 # --------------------------------------------------------------------------------------------------
 
@@ -217,6 +223,31 @@ def oneclass_table(
         record(pub.key, "published", "", per_pub, pub.mean, 10, pub.source)
     columns = ["method", "row", "compared_with", *names, "mean", "n_classes", "source"]
     return pd.DataFrame(records, columns=columns)
+
+
+def auc_grid(df: pd.DataFrame, dataset: str, *, source: str | None = None) -> pd.DataFrame:
+    """Measured ROC-AUC of ``dataset`` as a grid: one row per measured row key (see :func:`row_key`;
+    in :data:`DEFAULT_METHOD_MAP` order, then alphabetical), one column per normal class run
+    (class names, in class order); NaN where a method has no result for a class.
+
+    Args:
+        df: results as from :func:`ust.experiments.oneclass.collect_results`.
+        source: keep only results of this data source (required when ``df`` mixes sources).
+    """
+    rows = _select(df, dataset, source)
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}")
+    names = CLASS_NAMES.get(dataset)
+    keys = [row_key(m, t) for m, t in zip(rows["method"], rows["teacher_config"])]
+    grid = (
+        pd.DataFrame({"key": keys, "class": rows["class"].astype(int), "auc": rows["auc"]})
+        .pivot(index="key", columns="class", values="auc")
+        .sort_index(axis=1)
+    )
+    grid = grid.loc[_ordered_keys(list(grid.index), DEFAULT_METHOD_MAP)]
+    grid.columns = [names[c] if names else str(c) for c in grid.columns]
+    grid.index.name, grid.columns.name = "method", "normal class"
+    return grid.astype(float)
 
 
 def mean_table(

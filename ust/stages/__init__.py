@@ -3,16 +3,22 @@ one module per stage family (:mod:`.teacher`, :mod:`.oneclass`, :mod:`.mvtec`, :
 helpers they share, here.
 
 Identity (patch size, loss configuration, category, output folder) comes in as papermill
-parameters; hyperparameters come from the active ``params.yaml`` sections listed by the DVC stage.
+parameters; hyperparameters come from the active ``params.yaml``, read and validated once per call
+by :func:`ust.experiments.config.load_config` (typed sections), then passed to the experiment
+functions as settings objects.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
+
+if TYPE_CHECKING:
+    from ust.experiments.config import MVTecTrainConfig, OneClassTrainConfig
 
 
 def output_dir(path: str | os.PathLike) -> Path:
@@ -44,26 +50,15 @@ def load_stage_teacher(patch_size: int, losses: str, device: str = "cpu"):
     return load_teacher(teacher_path(patch_size, losses), device=device)
 
 
-def student_training(values: dict):
-    """A :class:`ust.train.students.StudentTrainingConfig` from a params section's training keys."""
+def student_training(section: MVTecTrainConfig | OneClassTrainConfig):
+    """The :class:`ust.train.students.StudentTrainingConfig` of a typed section's training keys
+    (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``)."""
     from ust.train.students import StudentTrainingConfig
 
     return StudentTrainingConfig(
-        epochs=int(values["epochs"]),
-        batch_size=int(values["batch_size"]),
-        lr=float(values["lr"]),
-        weight_decay=float(values["weight_decay"]),
-        seed=int(values["seed"]),
+        epochs=section.epochs,
+        batch_size=section.batch_size,
+        lr=section.lr,
+        weight_decay=section.weight_decay,
+        seed=section.seed,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# One-class classification (§4.1)
-
-
-# --------------------------------------------------------------------------------------------------
-# MVTec AD (§4.2)
-
-
-# --------------------------------------------------------------------------------------------------
-# Figure 4 (MDS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
+from ust.experiments.config import load_config
 from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
-from ust.experiments.params import section
-from ust.stages import load_stage_teacher, student_training
-from ust.stages.oneclass import load_oneclass_task
+from ust.stages import load_stage_teacher
+from ust.stages.oneclass import load_oneclass_task, student_settings
 from ust.train.device import resolve_device
 
 
@@ -16,21 +16,18 @@ def train_mds_students(*, progress: bool = True):
     returns (trained vector-mode model, the one-class task, :func:`run_students` result)."""
     from ust.experiments.oneclass import run_students
 
-    mds = section("mds")
-    cfg = section("oneclass_train")
-    data = load_oneclass_task(mds["dataset"], int(mds["normal_class"]))
-    device = resolve_device(cfg["device"])
-    teacher = load_stage_teacher(cfg["p"], mds["teacher_losses"], device)
+    config = load_config()
+    mds, train = config.mds, config.oneclass_train
+    data = load_oneclass_task(mds.dataset, mds.normal_class, config=config)
+    device = resolve_device(train.device)
+    teacher = load_stage_teacher(train.p, mds.teacher_losses, device)
     result = run_students(
         data,
         teacher,
-        p=int(cfg["p"]),
-        students=int(mds["students"]),
-        training=student_training(cfg),
-        seed=int(cfg["seed"]),
+        student_settings(train, students=mds.students),
         device=device,
         progress=progress,
-        teacher_config=mds["teacher_losses"],
+        teacher_config=mds.teacher_losses,
     )
     return result["model"], data, result
 
@@ -44,7 +41,7 @@ def draw_mds_figure(model, data, result: dict, path: str | os.PathLike):
         model,
         data,
         path=path,
-        seed=int(section("mds")["seed"]),
+        seed=load_config().mds.seed,
         stats=result["score_stats"],
         scores=result["scores"],
     )

@@ -1,33 +1,48 @@
-"""Stages `mvtec@<category>-<p>` (notebook 30) and `mvtec_multiscale@<category>` (notebook 31)."""
+"""Stages `mvtec@<category>-<p>` (notebook 30) and `mvtec_multiscale@<category>` (notebook 31).
+
+Output layout: a single-scale run writes ``results/mvtec/<category>/p<p>/``, the multiscale run
+(fusion and Table 2 baselines) ``results/mvtec_multiscale/<category>/``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
-from ust.experiments.params import section
+from ust.experiments.config import (
+    MVTecBaselinesConfig,
+    MVTecTrainConfig,
+    PipelineConfig,
+    load_config,
+)
+from ust.experiments.outputs import read_json, single_scale_run_dir, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
 from ust.stages import load_stage_teacher, output_dir, student_training
 from ust.train.device import resolve_device
 
+if TYPE_CHECKING:
+    from ust.experiments.mvtec_baselines import FeatureBaselineSettings, SSIMAEBaselineSettings
+    from ust.experiments.mvtec_single import MVTecRunSettings
 
-def mvtec_root() -> Path:
+
+def mvtec_root(config: PipelineConfig | None = None) -> Path:
     """The MVTec-layout data root of ``mvtec_data``; the synthetic set is generated there first
     when ``synthetic`` is true (deterministic: an identical existing tree is kept)."""
-    cfg = section("mvtec_data")
-    root = resolve(cfg["root"])
-    if cfg["synthetic"]:
+    config = config or load_config()
+    data = config.mvtec_data
+    root = resolve(data.root)
+    if data.synthetic:
         from ust.data.synthetic import make_synthetic_mvtec
 
         make_synthetic_mvtec(
             root,
-            categories=tuple(section("mvtec")["categories"]),
-            image_size=int(cfg["image_size"]),
-            n_train=int(cfg["n_train"]),
-            n_test_good=int(cfg["n_test_good"]),
-            n_test_defect_per_type=int(cfg["n_test_defect_per_type"]),
-            seed=int(cfg["seed"]),
+            categories=config.mvtec.categories,
+            image_size=data.image_size,
+            n_train=data.n_train,
+            n_test_good=data.n_test_good,
+            n_test_defect_per_type=data.n_test_defect_per_type,
+            seed=data.seed,
         )
     elif not root.is_dir():
         raise FileNotFoundError(
@@ -37,29 +52,95 @@ def mvtec_root() -> Path:
     return root
 
 
-def mvtec_settings(category: str) -> dict:
+def mvtec_settings(category: str) -> MVTecTrainConfig:
     """``mvtec_train`` with the per-category overrides ``mvtec_category.<category>`` merged in."""
-    return section("mvtec_train", overrides=f"mvtec_category.{category}")
+    return load_config().mvtec_train_for(category)
+
+
+def run_settings(train: MVTecTrainConfig) -> MVTecRunSettings:
+    """``mvtec_train`` (one category's) → :class:`ust.experiments.mvtec_single.MVTecRunSettings`."""
+    from ust.experiments.mvtec_single import MVTecRunSettings
+
+    return MVTecRunSettings(
+        image_size=train.image_size,
+        students=train.students,
+        training=student_training(train),
+        val_fraction=train.val_fraction,
+        seed=train.seed,
+    )
+
+
+def feature_baseline_settings(
+    base: MVTecBaselinesConfig, train: MVTecTrainConfig
+) -> FeatureBaselineSettings:
+    """``mvtec_baselines`` with the students' image size and split → the feature baselines'
+    :class:`ust.experiments.mvtec_baselines.FeatureBaselineSettings`."""
+    from ust.experiments.mvtec_baselines import FeatureBaselineSettings
+
+    return FeatureBaselineSettings(
+        image_size=train.image_size,
+        val_fraction=train.val_fraction,
+        seed=train.seed,
+        methods=base.methods,
+        n_1nn=base.n_1nn,
+        n_fit=base.n_fit,
+        ae_epochs=base.ae_epochs,
+        ae_lr=base.ae_lr,
+        ae_batch=base.ae_batch,
+        ae_weight_decay=base.ae_weight_decay,
+    )
+
+
+def ssim_ae_settings(
+    base: MVTecBaselinesConfig, train: MVTecTrainConfig, *, progress: bool
+) -> SSIMAEBaselineSettings:
+    """``mvtec_baselines.ssim_ae_*`` with the students' split → the SSIM-AE baseline's settings."""
+    from ust.baselines.ssim_ae import SSIMAEConfig
+    from ust.experiments.mvtec_baselines import SSIMAEBaselineSettings
+
+    return SSIMAEBaselineSettings(
+        image_size=base.ssim_ae_image_size,
+        stride=base.ssim_ae_stride,
+        autoencoder=SSIMAEConfig(
+            epochs=base.ssim_ae_epochs,
+            num_patches=base.ssim_ae_patches,
+            batch_size=base.ssim_ae_batch,
+            seed=train.seed,
+            progress=progress,
+        ),
+        val_fraction=train.val_fraction,
+        seed=train.seed,
+    )
+
+
+def single_scale_dirs(
+    category: str,
+    single_scale_root: str | os.PathLike = "results/mvtec",
+    config: PipelineConfig | None = None,
+) -> dict[int, Path]:
+    """``{p: <single_scale_root>/<category>/p<p>}`` for every p of ``mvtec.patch_sizes``."""
+    config = config or load_config()
+    root = resolve(single_scale_root)
+    return {p: single_scale_run_dir(root, category, p) for p in config.mvtec.patch_sizes}
 
 
 def run_mvtec_single_scale(
     category: str, patch_size: int, out_dir: str | os.PathLike, *, progress: bool = True
 ) -> dict:
+    """One ensemble of receptive field ``patch_size`` on ``category``; see
+    :func:`ust.experiments.mvtec_single.run_single_scale` for the files written to ``out_dir``."""
     from ust.experiments.mvtec_single import run_single_scale
 
-    cfg = mvtec_settings(category)
-    device = resolve_device(cfg["device"])
+    config = load_config()
+    train = config.mvtec_train_for(category)
+    device = resolve_device(train.device)
     return run_single_scale(
-        mvtec_root(),
+        mvtec_root(config),
         category,
         int(patch_size),
-        load_stage_teacher(patch_size, cfg["teacher_losses"], device),
+        load_stage_teacher(patch_size, train.teacher_losses, device),
         output_dir(out_dir),
-        image_size=int(cfg["image_size"]),
-        students=int(cfg["students"]),
-        training=student_training(cfg),
-        val_fraction=float(cfg["val_fraction"]),
-        seed=int(cfg["seed"]),
+        run_settings(train),
         device=device,
         progress=progress,
     )
@@ -67,59 +148,43 @@ def run_mvtec_single_scale(
 
 def run_mvtec_multiscale(
     category: str,
-    single_scale_dirs: dict[int, str],
+    single_scale_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     progress: bool = True,
 ) -> dict:
-    """Multiscale fusion plus the Table 2 baselines on the p = 65 teacher's descriptors and the
-    SSIM-AE; writes metrics.json (multiscale), baselines.json, ssim_ae.json, table.json."""
-    from ust.baselines.ssim_ae import SSIMAEConfig
+    """Multiscale fusion of the single-scale runs ``<single_scale_root>/<category>/p<p>`` (one per
+    p of ``mvtec.patch_sizes``) plus the Table 2 baselines: the feature baselines on the
+    descriptors of the p = ``mvtec_baselines.p`` teacher (when ``methods`` is not empty) and the
+    SSIM-AE (when ``ssim_ae_epochs > 0``). Writes metrics.json (multiscale), table.json/.csv,
+    baselines.json and ssim_ae.json to ``out_dir``; returns {"multiscale", "baselines", "ssim_ae"}
+    results (the last two when run)."""
     from ust.experiments.mvtec_baselines import run_feature_baselines, run_ssim_ae_baseline
     from ust.experiments.mvtec_multiscale import run_multiscale
 
-    cfg = mvtec_settings(category)
-    base = section("mvtec_baselines")
-    device = resolve_device(cfg["device"])
-    root = mvtec_root()
+    config = load_config()
+    train, base = config.mvtec_train_for(category), config.mvtec_baselines
+    device = resolve_device(train.device)
+    root = mvtec_root(config)
     out = output_dir(out_dir)
-    dirs = {int(p): resolve(d) for p, d in single_scale_dirs.items()}
+    dirs = single_scale_dirs(category, single_scale_root, config)
     result = {"multiscale": run_multiscale(dirs, root, category, out, progress=progress)}
-    if 65 in dirs and base["methods"]:
+    if base.methods:
         result["baselines"] = run_feature_baselines(
             root,
             category,
-            load_stage_teacher(65, cfg["teacher_losses"], device),
+            load_stage_teacher(base.p, train.teacher_losses, device),
             out,
-            image_size=int(cfg["image_size"]),
-            methods=tuple(base["methods"]),
-            n_1nn=int(base["n_1nn"]),
-            n_fit=int(base["n_fit"]),
-            ae_epochs=int(base["ae_epochs"]),
-            ae_lr=float(base["ae_lr"]),
-            ae_batch=int(base["ae_batch"]),
-            ae_weight_decay=float(base["ae_weight_decay"]),
-            val_fraction=float(cfg["val_fraction"]),
-            seed=int(cfg["seed"]),
+            feature_baseline_settings(base, train),
             device=device,
             progress=progress,
         )
-    if base["ssim_ae_epochs"] > 0:
+    if base.ssim_ae_epochs > 0:
         result["ssim_ae"] = run_ssim_ae_baseline(
             root,
             category,
             out,
-            image_size=int(base["ssim_ae_image_size"]),
-            stride=int(base["ssim_ae_stride"]),
-            config=SSIMAEConfig(
-                epochs=int(base["ssim_ae_epochs"]),
-                num_patches=int(base["ssim_ae_patches"]),
-                batch_size=int(base["ssim_ae_batch"]),
-                seed=int(cfg["seed"]),
-                progress=progress,
-            ),
-            val_fraction=float(cfg["val_fraction"]),
-            seed=int(cfg["seed"]),
+            ssim_ae_settings(base, train, progress=progress),
             device=device,
             progress=progress,
         )

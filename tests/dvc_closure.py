@@ -1,0 +1,67 @@
+"""The modules of `ust` a stage's code can import: a static closure over every import statement
+(module level and inside functions), so that lazily imported modules count too."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_file(name: str) -> Path | None:
+    """``ust.a.b`` → ``ust/a/b.py`` or ``ust/a/b/__init__.py`` (None when it is not a module)."""
+    base = ROOT.joinpath(*name.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(tree: ast.AST, current: str) -> set[str]:
+    found: set[str] = set()
+    package = current if module_file(current).name == "__init__.py" else current.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
+    return {m for m in found if m == "ust" or m.startswith("ust.")}
+
+
+def closure(sources: list[str]) -> set[Path]:
+    """Every file of `ust` reachable from the import statements of ``sources`` (Python code)."""
+    todo = set().union(*(_imports(ast.parse(s), "ust") for s in sources))
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        # importing ust.a.b runs ust/__init__.py and ust/a/__init__.py first
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            sub = ".".join(parts[:i])
+            if sub in seen:
+                continue
+            path = module_file(sub)
+            if path is None:
+                continue
+            seen[sub] = path
+            todo |= _imports(ast.parse(path.read_text()), sub) - set(seen)
+    return set(seen.values())
+
+
+def notebook_code(path: Path) -> list[str]:
+    cells = json.loads(path.read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)

