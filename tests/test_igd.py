@@ -1,4 +1,5 @@
-"""IGD (SPEC §10): networks, E-step, Gaussian classifier, loss, training determinism/resume, scoring."""
+"""IGD (docs/decisions.md#igd): networks, E-step, Gaussian classifier, loss, training
+determinism/resume, scoring."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Teacher losses against values computed by hand (SPEC §1.4, register A6/A7)."""
+"""Teacher losses against values computed by hand (paper §3.1; docs/decisions.md#triplet-loss,
+docs/decisions.md#decorrelation-loss)."""
 
 import numpy as np
 import pytest

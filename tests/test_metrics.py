@@ -1,5 +1,6 @@
-"""Tests for ust.eval.metrics (SPEC §5.2-§5.3): AU-PRO against hand computations and a literal port of the
-official MVTec AD evaluation, ROC-AUC against scikit-learn, and input validation."""
+"""Tests for ust.eval.metrics (docs/decisions.md#au-pro-curve): AU-PRO against hand computations
+and a literal port of the official MVTec AD evaluation, ROC-AUC against scikit-learn, and input
+validation."""
 
 from __future__ import annotations
 

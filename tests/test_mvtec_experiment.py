@@ -1,6 +1,7 @@
-"""MVTec experiment drivers (SPEC §3.2, §4, §5.2, §7): single scale, multiscale, resume, baselines,
+"""MVTec experiment drivers (paper §4.2): single scale, multiscale, resume, baselines,
 figures. Tiny settings: 32 px synthetic images zoomed to 16 px for the networks (so every map is
-really upsampled to the original size, register A15), d = 16, 2 students, 2 epochs."""
+really upsampled to the original size, docs/decisions.md#evaluation-resolution), d = 16,
+2 students, 2 epochs."""
 
 import csv
 import json

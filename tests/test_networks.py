@@ -1,4 +1,5 @@
-"""Patch networks and the exact dense transformation (SPEC §1.2-1.3, §2, register A1-A5, A10)."""
+"""Patch networks and the exact dense transformation (docs/decisions.md#teacher-architecture,
+docs/decisions.md#dense-transformation)."""
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from ust.method.networks import ARCHITECTURES, count_parameters, macs_per_pixel,
 
 
 def patchwise(net, x):
-    """Reference: evaluate the patch network on every p×p window of the zero-padded image (A10)."""
+    """Reference: evaluate the patch network on every p×p window of the zero-padded image
+    (docs/decisions.md#dense-transformation)."""
     p = net.p
     top = (p - 1) // 2
     xp = F.pad(x, (top, p - 1 - top, top, p - 1 - top))
@@ -19,7 +21,7 @@ def patchwise(net, x):
     return net(wins).reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-# Parameter counts of SPEC §1.3 (including the 128→512 decoder).
+# Parameter counts of docs/decisions.md#teacher-architecture (including the 128→512 decoder).
 @pytest.mark.parametrize(
     "p,variant,expected",
     [
@@ -73,7 +75,8 @@ def test_activation_placement_and_slope():
     net = patch_net(33)
     acts = [m for m in net.features if isinstance(m, torch.nn.LeakyReLU)]
     assert len(acts) == 3 and all(a.negative_slope == 0.005 for a in acts)
-    assert isinstance(net.features[-1], torch.nn.Conv2d)  # no activation on the descriptor (A5)
+    # no activation on the descriptor (docs/decisions.md#descriptor-activation)
+    assert isinstance(net.features[-1], torch.nn.Conv2d)
     with_act = patch_net(33, act_on_descriptor=True, slope=0.05)
     assert isinstance(with_act.features[-1], torch.nn.LeakyReLU)
     assert with_act.features[-1].negative_slope == 0.05

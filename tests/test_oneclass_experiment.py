@@ -150,7 +150,8 @@ def test_students_protocol_separates_obvious_anomalies(run, data):
 
 
 def test_scores_are_normalised_on_the_validation_split(run, data):
-    """ẽ and ṽ have mean 0 on the validation images by construction (SPEC §4.2)."""
+    """ẽ and ṽ have mean 0 on the validation images by construction
+    (docs/decisions.md#score-normalisation)."""
     val = student_scores(run["model"], data.val, run["score_stats"])
     assert abs(val["score"].mean()) < 1e-6
     stats = run["stats"]

@@ -1,4 +1,4 @@
-"""Patch triplet sampler (SPEC §1.5, register A9)."""
+"""Patch triplet sampler (docs/decisions.md#triplet-augmentation)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""SSIM autoencoder (thesis ch. 3, SPEC §7.2): architecture, SSIM map, patch-wise maps, training."""
+"""SSIM autoencoder (thesis ch. 3; docs/decisions.md#ssim-ae-protocol): architecture, SSIM map,
+patch-wise maps, training."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Student ensembles, target normalisation, e/v scores, validation normalisation, fusion (SPEC §3-4)."""
+"""Student ensembles, target normalisation, e/v scores, validation normalisation, fusion (paper §3.2-3.3)."""
 
 import pytest
 import torch

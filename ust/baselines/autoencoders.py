@@ -1,15 +1,16 @@
-"""Fully connected ℓ2-autoencoder and VAE baselines on teacher descriptors (SPEC §7.1).
+"""Fully connected ℓ2-autoencoder and VAE baselines on teacher descriptors
+(docs/decisions.md#feature-baselines).
 
 Both act on raw (not PCA-reduced) descriptors, normalised by the caller with the teacher's per-dimension
-training mean/std (SPEC §3.1), of dimension ``in_dim`` (128).
+training mean/std (docs/decisions.md#student-target-normalisation), of dimension ``in_dim`` (128).
 
 * Encoder ``in_dim–64–32–10`` with LeakyReLU(0.005) after each hidden layer (linear 10-d code); the
   decoder mirrors it (``10–32–64–in_dim``), no activation on the output.
 * :class:`L2AE`: trained on, and scored by, the squared ℓ2 reconstruction error Σ_d (x_d − x̂_d)².
 * :class:`VAE`: the encoder trunk ``in_dim–64–32`` feeds two linear 32→10 heads (μ and log σ² of
   q(z|x)); the decoder mean is the mirrored MLP and the decoder variance a learned per-dimension
-  log-variance (Gaussian decoder, register A18). Trained on the negative ELBO; scored by the
-  reconstruction probability of An & Cho (2015),
+  log-variance (Gaussian decoder, docs/decisions.md#feature-baselines). Trained on the negative
+  ELBO; scored by the reconstruction probability of An & Cho (2015),
   ``score(x) = −(1/L) Σ_l log N(x; μ_dec(z_l), diag σ²_dec)``, z_l ~ q(z|x), L = 5 (nats, higher = more
   anomalous).
 
@@ -87,7 +88,7 @@ class L2AE(_Seeded):
         in_dim: descriptor dimension d (128).
         hidden: hidden widths of the encoder (the decoder uses them reversed).
         latent: code dimension (10).
-        slope: LeakyReLU negative slope (0.005, register A4).
+        slope: LeakyReLU negative slope (0.005, docs/decisions.md#leaky-relu-slope).
         seed: torch seed for the weight initialisation (``None``: the global RNG).
     """
 
@@ -126,7 +127,8 @@ class L2AE(_Seeded):
 
 
 class VAE(_Seeded):
-    """Variational autoencoder with a Gaussian decoder of learned per-dimension variance (register A18).
+    """Variational autoencoder with a Gaussian decoder of learned per-dimension variance
+    (docs/decisions.md#feature-baselines).
 
     Args:
         in_dim: descriptor dimension d (128).

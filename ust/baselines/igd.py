@@ -1,12 +1,12 @@
-"""IGD — Interpolated Gaussian Descriptor (Chen et al., AAAI 2022), SPEC §10.
+"""IGD — Interpolated Gaussian Descriptor (Chen et al., AAAI 2022; docs/decisions.md#igd).
 
-Model (SPEC §10.1): an encoder ``z = f_ψ(x) ∈ R^Z`` (Z = 128, torchvision ResNet-18 trunk, global
+Model: an encoder ``z = f_ψ(x) ∈ R^Z`` (Z = 128, torchvision ResNet-18 trunk, global
 average pool, linear 512 → Z), a decoder ``x̂ = g_φ(z)`` (the reversed ResNet-18: linear → 512-channel
 feature map → residual up-sampling stages mirroring ``layer4 … layer1`` → stem mirror → sigmoid, so
 ``x̂ ∈ [0, 1]``), a Gaussian anomaly classifier ``p(y=0|ω,x) = exp(−‖f(x) − ω(1)‖² / ω(2)²)`` (Eq. 5)
 and a critic ``d_η`` (small strided LeakyReLU conv net, output ``0.5·sigmoid`` so ``α̂ ∈ (0, 0.5)``).
 
-Training (EM, SPEC §10.2):
+Training (EM):
 
 * **E-step** — ``ω(1) = μ_x = E[f(x)]``, ``ω(2) = σ_x`` with ``σ_x² = E‖f(x) − μ_x‖²`` over the whole
   training set, computed with the *current* encoder. "θ_old = the previous EM iteration" is read as
@@ -47,7 +47,7 @@ Input conventions: images are float tensors (N, 3, H, W) in [0, 1] (1-channel in
 the encoder applies the ImageNet mean/std normalisation internally (``ust.data.transforms``), the
 decoder predicts [0, 1] images.
 
-ImageNet-KD variant (SPEC §10.4): ``pretrained=True`` initialises the encoder trunk from torchvision's
+ImageNet-KD variant: ``pretrained=True`` initialises the encoder trunk from torchvision's
 ImageNet ResNet-18 weights (standard 7×7/stride-2 stem + max-pool) loaded from a local file — either
 ``pretrained_path`` or torchvision's hub cache ``<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth``
 — and raises :class:`FileNotFoundError` naming the expected path when it is missing; it never falls
@@ -108,7 +108,8 @@ CHECKPOINT_NAME = "igd_last.pt"
 
 @dataclass
 class IGDConfig:
-    """Hyper-parameters of IGD (defaults = the paper, SPEC §10.2; ``stem`` and the critic are ours).
+    """Hyper-parameters of IGD (defaults = the IGD paper; ``stem`` and the critic are ours,
+    docs/decisions.md#igd).
 
     ``stem``: ``"cifar"`` (3×3 conv stride 1, no max-pool; total down-sampling 8, for 32×32 input) or
     ``"imagenet"`` (torchvision's 7×7 stride-2 conv + max-pool; down-sampling 32). ``None`` picks

@@ -1,4 +1,5 @@
-"""Shallow feature-distribution baselines on teacher descriptors: 1-NN, K-Means, OC-SVM (SPEC §7.1).
+"""Shallow feature-distribution baselines on teacher descriptors: 1-NN, K-Means, OC-SVM
+(docs/decisions.md#feature-baselines).
 
 Every model first reduces the descriptors with a PCA that keeps 95 % of the variance (fitted on the
 training descriptors, ``PCA(n_components=0.95, svd_solver="full")``) and then fits its density surrogate:
@@ -8,13 +9,13 @@ training descriptors, ``PCA(n_components=0.95, svd_solver="full")``) and then fi
   ``torch.cdist`` (65 536 queries × 5 000 stored vectors are routine for dense MVTec maps);
 * :class:`KMeansScorer`: ``KMeans(n_clusters=10, n_init=10, random_state=seed)``, score = distance to the
   nearest centre;
-* :class:`OCSVMScorer`: ``OneClassSVM(kernel="rbf", nu=0.5, gamma="scale")`` (register A18),
-  score = −decision_function.
+* :class:`OCSVMScorer`: ``OneClassSVM(kernel="rbf", nu=0.5, gamma="scale")``
+  (docs/decisions.md#feature-baselines), score = −decision_function.
 
 All scores are in the units of the PCA-projected descriptor space (Euclidean distances) except OC-SVM's
 (negated signed distance to the separating hyperplane in feature space); higher always means more
 anomalous. ``max_samples`` gives the paper's MVTec training-set sizes (1-NN 5 000, K-Means/OC-SVM 50 000,
-register A19); ``None`` uses every training vector (MNIST/CIFAR).
+docs/decisions.md#mvtec-baseline-subsampling); ``None`` uses every training vector (MNIST/CIFAR).
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ class KMeansScorer(ShallowScorer):
 
 
 class OCSVMScorer(ShallowScorer):
-    """One-class SVM, RBF kernel, ``nu=0.5``, ``gamma="scale"`` (register A18): score = −decision_function."""
+    """One-class SVM, RBF kernel, ``nu=0.5``, ``gamma="scale"``: score = −decision_function
+    (docs/decisions.md#feature-baselines)."""
 
     def __init__(
         self,
@@ -225,8 +227,8 @@ _REGISTRY = {"1nn": OneNN, "kmeans": KMeansScorer, "ocsvm": OCSVMScorer}
 def make_shallow(name: str, **kw) -> ShallowScorer:
     """Build a shallow baseline by name: "1nn", "kmeans" or "ocsvm" (keyword arguments passed on).
 
-    Example (MVTec, register A19): ``make_shallow("1nn", max_samples=5000)``,
-    ``make_shallow("kmeans", max_samples=50_000)``.
+    Example (MVTec, docs/decisions.md#mvtec-baseline-subsampling):
+    ``make_shallow("1nn", max_samples=5000)``, ``make_shallow("kmeans", max_samples=50_000)``.
     """
     key = name.lower().replace("-", "").replace("_", "")
     key = {"nn": "1nn", "oneclasssvm": "ocsvm"}.get(key, key)

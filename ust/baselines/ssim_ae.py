@@ -1,4 +1,5 @@
-"""SSIM autoencoder (Bergmann et al., VISAPP 2019; thesis ch. 3, SPEC §7.2).
+"""SSIM autoencoder (Bergmann et al., VISAPP 2019; thesis ch. 3;
+docs/decisions.md#ssim-ae-protocol).
 
 Architecture = thesis Table 3.1 (encoder; the decoder is its mirror with transposed convolutions):
 
@@ -86,7 +87,8 @@ CHECKPOINT_NAME = "ssim_ae_last.pt"
 
 @dataclass
 class SSIMAEConfig:
-    """Hyper-parameters of the SSIM-AE (defaults = thesis ch. 3 on textures, SPEC §7.2).
+    """Hyper-parameters of the SSIM-AE (defaults = thesis ch. 3 on textures;
+    docs/decisions.md#ssim-ae-protocol).
 
     ``input_size`` ∈ {128, 256} (256 adds the extra layer). ``resize_to`` rescales the training images
     once before cropping (thesis: 256 for textures; ``None`` = as given). ``K`` = (K1, K2) of SSIM.

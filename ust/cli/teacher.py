@@ -23,7 +23,7 @@ def _positive_int(value: str) -> int:
 
 
 def add_teacher_command(subparsers: argparse._SubParsersAction) -> None:
-    """``ust teacher``: pretrain a patch teacher T̂ (SPEC §1) with :func:`ust.train.teacher.pretrain`."""
+    """``ust teacher``: pretrain a patch teacher T̂ (paper §3.1) with :func:`ust.train.teacher.pretrain`."""
     from ust.method.teacher import TeacherConfig
 
     d = TeacherConfig()

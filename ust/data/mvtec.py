@@ -1,6 +1,6 @@
 """MVTec AD on-disk layout: validation, train/validation split, loaders and anomaly-map files.
 
-Layout (SPEC §9.3; any category name works, not only the 15 official ones)::
+Layout (docs/decisions.md#mvtec-layout; any category name works, not only the 15 official ones)::
 
     <root>/<category>/train/good/*.png
     <root>/<category>/test/good/*.png                   (no masks: all-zero ground truth)
@@ -9,8 +9,9 @@ Layout (SPEC §9.3; any category name works, not only the 15 official ones)::
 
 :func:`validate_category` checks the whole tree (folders, masks, sizes, decodability) before any
 training starts and raises :class:`MVTecLayoutError` naming the offending folder or file. Images are
-zoomed to 256×256 (bilinear, antialiased, SPEC §3.2) for the networks; ground-truth masks stay at
-their original resolution (register A15: maps are upsampled to the ground truth for evaluation).
+zoomed to 256×256 (bilinear, antialiased, docs/decisions.md#image-resizing) for the networks;
+ground-truth masks stay at their original resolution, and maps are upsampled to the ground truth for
+evaluation (docs/decisions.md#evaluation-resolution).
 Anomaly maps are written as float32 TIFF in the layout the official MVTec evaluation script reads:
 ``<out>/<category>/test/<defect>/<id>.tiff``.
 """
@@ -404,7 +405,8 @@ def validate_category(
 def split_train_val(
     paths: Sequence[Any], val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Any], list[Any]]:
-    """Seeded random (train, validation) split of anomaly-free training images (register A11).
+    """Seeded random (train, validation) split of anomaly-free training images
+    (docs/decisions.md#validation-split).
 
     The validation size is ``max(1, round(val_fraction * n))`` (at most ``n - 1``). The split only
     depends on the set of paths and the seed (input order is irrelevant); both outputs are sorted,
@@ -457,9 +459,9 @@ def _image_array(path: str | os.PathLike) -> np.ndarray:
 def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Load an image as a float tensor (3, H, W) in [0, 1].
 
-    Grayscale is replicated to 3 channels (register A23), RGBA/palette images become RGB, 16-bit
-    images are scaled by 1/65535. With ``size`` (int or (H, W)), the image is zoomed with bilinear
-    antialiased interpolation (:func:`ust.data.transforms.resize`).
+    Grayscale is replicated to 3 channels (docs/decisions.md#grayscale-replication), RGBA/palette
+    images become RGB, 16-bit images are scaled by 1/65535. With ``size`` (int or (H, W)), the image
+    is zoomed with bilinear antialiased interpolation (:func:`ust.data.transforms.resize`).
     """
     arr = _image_array(path)
     t = torch.from_numpy(np.ascontiguousarray(arr))
@@ -493,9 +495,9 @@ def load_mask(path: str | os.PathLike | None, shape: tuple[int, int]) -> torch.T
 class MVTecImages(Dataset):
     """Anomaly-free images for student training / statistics: items ``(image, index)``.
 
-    ``image`` is a float tensor (3, size, size) in [0, 1] (zoomed, SPEC §3.2: size = 256); ``index``
-    the position in ``paths``. ``cache=True`` keeps the zoomed tensors in memory (per process;
-    3·size²·4 bytes each, 0.79 MB at 256).
+    ``image`` is a float tensor (3, size, size) in [0, 1] (zoomed to ``size``, 256 in the paper);
+    ``index`` the position in ``paths``. ``cache=True`` keeps the zoomed tensors in memory (per
+    process; 3·size²·4 bytes each, 0.79 MB at 256).
     """
 
     def __init__(

@@ -1,9 +1,10 @@
-"""One-class benchmarks (MNIST, Fashion-MNIST, CIFAR-10) for the paper's §4.1 protocol (SPEC §3.3, §5.1).
+"""One-class benchmarks (MNIST, Fashion-MNIST, CIFAR-10) for the paper's §4.1 protocol
+(docs/decisions.md#oneclass-protocol).
 
 Protocol: train on the images of one ``normal_class`` only; the test set is every test image of all ten
 classes, and every image whose class differs from the normal class is anomalous (label 1). A seeded 10 %
 of the normal-class training images is held out as the validation set used for the e/v normalisation
-(register A13), at least one image.
+(docs/decisions.md#oneclass-protocol), at least one image.
 
 Sources
 -------
@@ -22,7 +23,7 @@ Sources
 
 Images are float tensors (N, C, H, W) in [0, 1] at native resolution (MNIST/Fashion-MNIST 1×28×28,
 CIFAR-10 3×32×32); :func:`zoom_to_patch` gives the networks' (N, 3, p, p) input (p = 33, bilinear, grayscale
-replicated, SPEC §3.3).
+replicated, docs/decisions.md#oneclass-protocol).
 """
 
 from __future__ import annotations
@@ -408,7 +409,8 @@ def zoom_to_patch(x: torch.Tensor, p: int = 33) -> torch.Tensor:
     """Zoom whole images to the patch networks' input: (N, 1|3, H, W) in [0, 1] → (N, 3, p, p).
 
     Bilinear (antialiased when shrinking) via :func:`ust.data.transforms.resize`; grayscale is replicated
-    to three channels (SPEC §3.3: "each image is zoomed to … p", p = 33). No normalisation is applied.
+    to three channels (the paper: "zoomed to the students' and teacher's input size p", p = 33). No
+    normalisation is applied.
     """
     return resize(to_three_channels(x.float()), p).contiguous()
 

@@ -1,4 +1,5 @@
-"""Patch triplets (anchor, positive, negative) for teacher pretraining (SPEC §1.5, register A9).
+"""Patch triplets (anchor, positive, negative) for teacher pretraining
+(docs/decisions.md#triplet-augmentation).
 
 Sources
 -------
@@ -13,13 +14,14 @@ Splits: ``"train"`` and ``"heldout"`` are disjoint sets of *images*, so triplet 
 spread over the sorted list (so an ImageFolder tree loses a few images of many classes, not one
 class). ``"all"`` uses every image.
 
-Augmentation (defaults = SPEC §1.5): per sample, the anchor's image is zoomed to s×s with s uniform
-in {4p, …, 16p} (aspect not preserved) and a p×p crop is taken at a uniform location. The positive
-is the crop translated uniformly per axis in ±(p−1)//4 (clamped to the zoomed image), multiplied by
-U(0.8, 1.2) (clamped to [0, 1]) plus N(0, 0.1²) noise (clamped). The negative is a uniform crop of a
-different, uniformly chosen image with its own zoom. With probability 0.1 the whole triplet is
-converted to grayscale (one decision per triplet, done last so all three patches have 3 equal
-channels). Patches are float (3, p, p) in [0, 1], *not* ImageNet-normalised.
+Augmentation (defaults: docs/decisions.md#triplet-augmentation): per sample, the anchor's image is
+zoomed to s×s with s uniform in {4p, …, 16p} (aspect not preserved) and a p×p crop is taken at a
+uniform location. The positive is the crop translated uniformly per axis in ±(p−1)//4 (clamped to
+the zoomed image), multiplied by U(0.8, 1.2) (clamped to [0, 1]) plus N(0, 0.1²) noise (clamped).
+The negative is a uniform crop of a different, uniformly chosen image with its own zoom. With
+probability 0.1 the whole triplet is converted to grayscale (one decision per triplet, done last so
+all three patches have 3 equal channels). Patches are float (3, p, p) in [0, 1], *not*
+ImageNet-normalised.
 
 Triplet ``i`` depends only on ``(seed, i)``: a DataLoader with any number of workers, any batch
 split, or a resumed run yields the same triplets.
@@ -291,7 +293,7 @@ class PatchTriplets(Dataset):
 
     Each is a float (3, p, p) tensor in [0, 1]. With ``return_meta=True`` a 4th element is a dict
     of the sampled values (image indices, zooms, crop corners, requested shift, luminance factor,
-    grayscale flag). Arguments are the SPEC §1.5 augmentation parameters; ``max_shift=None`` means
+    grayscale flag). Arguments are the augmentation parameters above; ``max_shift=None`` means
     (p−1)//4. ``images`` is ``"embedded"``, a folder, or an :class:`ImageSource`.
     """
 

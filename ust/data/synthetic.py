@@ -2,7 +2,8 @@
 
 ``make_synthetic_mvtec`` writes, for each texture in ``skimage.data`` (``brick``, ``grass``,
 ``gravel``; grayscale 512×512 photographs), a category folder in exactly the MVTec AD layout
-(SPEC §9.3) so that the whole pipeline (validation, students, scoring, AU-PRO) runs offline:
+(docs/decisions.md#mvtec-layout) so that the whole pipeline (validation, students, scoring, AU-PRO)
+runs offline:
 
 - **train/good**: random crops from the **top half** of the source (rows 0-255).
 - **test/good** and **test/<defect>**: random crops from the **bottom half** (rows 256-511), so no
@@ -19,7 +20,8 @@
   The mask is exactly the region where the defect was composited: every changed pixel lies inside
   it, and at least half of its pixels changed (a defect is redrawn elsewhere until it is clearly
   visible: mean absolute change ≥ 10 grey levels). Pixels inside the region may keep their value by
-  coincidence, as in MVTec's region-level annotation policy (SPEC §9.2).
+  coincidence, as in MVTec's region-level annotation policy
+  (docs/decisions.md#synthetic-mvtec).
 
 Images are saved as 8-bit grayscale PNGs (like MVTec's grid, screw and zipper); the loaders
 replicate them to 3 channels. Generation is deterministic: the same arguments give byte-identical

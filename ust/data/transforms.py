@@ -1,5 +1,6 @@
 """Image conventions shared by every network input: float images in [0, 1], 3 channels, then ImageNet
-mean/std normalisation (register A8/A10: the teacher, students and ResNet-18 all see normalised input).
+mean/std normalisation (the teacher, students and ResNet-18 all see normalised input;
+docs/decisions.md#input-normalisation).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear (antialiased when shrinking) zoom of (B, C, H, W) to ``size`` (register §3.2)."""
+    """Bilinear (antialiased when shrinking) zoom of (B, C, H, W) to ``size``
+    (docs/decisions.md#image-resizing)."""
     if isinstance(size, int):
         size = (size, size)
     if tuple(x.shape[-2:]) == tuple(size):

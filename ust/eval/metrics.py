@@ -1,16 +1,18 @@
-"""Evaluation metrics for anomaly maps and one-class scores (SPEC §5.1-§5.3, register A14/A16/A17).
+"""Evaluation metrics for anomaly maps and one-class scores (paper §4.1-4.2;
+docs/decisions.md#au-pro-curve).
 
-PRO / AU-PRO (SPEC §5.2) follows the official MVTec AD evaluation code (``mvtec_ad_evaluation``:
+PRO / AU-PRO follows the official MVTec AD evaluation code (``mvtec_ad_evaluation``:
 ``pro_curve_util.compute_pro`` + ``generic_util.trapezoid``):
 
 * ground-truth regions are the connected components of every ground-truth mask, 8-connectivity by
-  default (``scipy.ndimage.label`` with a 3×3 structure of ones, register A14); ``connectivity=4``
-  gives the thesis definition. The ``k`` regions are counted over the **whole test set** and every
-  region has weight 1/k, whatever its size;
+  default (``scipy.ndimage.label`` with a 3×3 structure of ones,
+  docs/decisions.md#pro-connectivity); ``connectivity=4`` gives the thesis definition. The ``k``
+  regions are counted over the **whole test set** and every region has weight 1/k, whatever its
+  size;
 * the FPR is pooled over **all** anomaly-free pixels of all images (``test/good`` images included);
-* every distinct score is a threshold (register A16): a pixel is positive when its score is
-  ``>= s`` for the threshold ``s``, i.e. ``> t`` for a ``t`` just below ``s``. Pixels that share a
-  score enter the positive set together (ties are merged into one curve point);
+* every distinct score is a threshold (docs/decisions.md#au-pro-curve): a pixel is positive when its
+  score is ``>= s`` for the threshold ``s``, i.e. ``> t`` for a ``t`` just below ``s``. Pixels that
+  share a score enter the positive set together (ties are merged into one curve point);
 * the curve is prefixed with (0, 0) and suffixed with (1, 1), integrated with the trapezoidal rule up
   to ``FPR = integration_limit`` (PRO linearly interpolated at exactly that FPR) and divided by
   ``integration_limit`` so that a perfect map scores 1.0.
@@ -24,11 +26,12 @@ taken chunk by chunk along the sorted order, so the memory is about 12 bytes a p
 plus int32 region ids; float32 scores given as one (N, H, W) array are not copied) plus the returned
 curve; :func:`au_pro` stops collecting points once the curve has passed ``integration_limit``.
 
-Pixel-level ROC-AUC (SPEC §5.3, all pixels pooled) equals ``sklearn.metrics.roc_auc_score`` on the
-pooled pixels but is computed with the same sorted sweep (exact integer counts), because scikit-learn
-needs minutes and several GB for the ~1e8 pixels of one category. Image-level ROC-AUC and the
-one-class :func:`roc_auc` call :func:`sklearn.metrics.roc_auc_score`; the image score is the maximum
-of its anomaly map (register A17) and an image is anomalous when any ground-truth pixel is non-zero.
+Pixel-level ROC-AUC (all pixels pooled, docs/decisions.md#pixel-roc-auc) equals
+``sklearn.metrics.roc_auc_score`` on the pooled pixels but is computed with the same sorted sweep
+(exact integer counts), because scikit-learn needs minutes and several GB for the ~1e8 pixels of one
+category. Image-level ROC-AUC and the one-class :func:`roc_auc` call
+:func:`sklearn.metrics.roc_auc_score`; the image score is the maximum of its anomaly map
+(docs/decisions.md#image-score) and an image is anomalous when any ground-truth pixel is non-zero.
 
 Inputs: ``anomaly_maps`` is either one array of shape (N, H, W) or a sequence of N two-dimensional
 arrays (the images may have different sizes); ``ground_truth`` has the same shape(s) and holds binary
@@ -146,7 +149,8 @@ def _validate(anomaly_maps, ground_truth) -> tuple[list[np.ndarray], list[np.nda
         if m.shape != g.shape:
             raise ValueError(
                 f"anomaly_maps[{i}] has shape {m.shape} but ground_truth[{i}] has shape "
-                f"{g.shape}; resize the map to the mask resolution (SPEC §5.2: bilinear upsampling)"
+                f"{g.shape}; resize the map to the mask resolution (bilinear upsampling, "
+                "docs/decisions.md#evaluation-resolution)"
             )
     _check_maps(maps)
     masks = [_binary_mask(g, i) for i, g in enumerate(gts)]
@@ -424,7 +428,7 @@ def trapezoid(x, y, x_max: float | None = None) -> float:
 
 
 def pro_curve(anomaly_maps, ground_truth, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Per-region overlap (PRO) curve over a whole test set (SPEC §5.2), the curve :func:`au_pro` integrates.
+    """Per-region overlap (PRO) curve over a whole test set, the curve :func:`au_pro` integrates.
 
     Args:
         anomaly_maps: (N, H, W) array or sequence of N (H_i, W_i) arrays of real anomaly scores
@@ -448,7 +452,8 @@ def pro_curve(anomaly_maps, ground_truth, connectivity: int = 8) -> tuple[np.nda
 def au_pro(
     anomaly_maps, ground_truth, integration_limit: float = 0.3, connectivity: int = 8
 ) -> float:
-    """Normalised area under the PRO curve up to a false-positive rate (SPEC §5.2, A14/A16).
+    """Normalised area under the PRO curve up to a false-positive rate
+    (docs/decisions.md#au-pro-curve).
 
     Identical to the official MVTec AD evaluation (``compute_pro`` + ``trapezoid(x_max=limit)``
     divided by ``limit``): regions are connected components counted over the whole set, the FPR is
@@ -484,7 +489,8 @@ def au_pro(
 
 
 def roc_auc(scores, labels) -> float:
-    """ROC-AUC of scalar anomaly scores (one-class experiments, SPEC §5.1).
+    """ROC-AUC of scalar anomaly scores (one-class experiments,
+    docs/decisions.md#oneclass-protocol).
 
     Args:
         scores: (n,) real anomaly scores, larger = more anomalous (no NaN).
@@ -532,7 +538,8 @@ def _pixel_labels(masks: list[np.ndarray]) -> np.ndarray:
 
 
 def pixel_roc_auc(anomaly_maps, ground_truth) -> float:
-    """Pixel-level ROC-AUC over all pixels of all images pooled (SPEC §5.3, full curve).
+    """Pixel-level ROC-AUC over all pixels of all images pooled (full curve,
+    docs/decisions.md#pixel-roc-auc).
 
     The value is that of ``sklearn.metrics.roc_auc_score(pooled_masks, pooled_scores)`` (every
     distinct score a threshold, trapezoidal area; the tests check agreement to 1e-12), computed
@@ -560,7 +567,7 @@ def pixel_roc_auc(anomaly_maps, ground_truth) -> float:
 
 
 def image_scores(anomaly_maps) -> np.ndarray:
-    """Image-level anomaly score = maximum of each anomaly map (register A17).
+    """Image-level anomaly score = maximum of each anomaly map (docs/decisions.md#image-score).
 
     Args:
         anomaly_maps: (N, H, W) array or sequence of N (H_i, W_i) arrays (no NaN).
@@ -586,7 +593,8 @@ def _image_roc_auc(maps: list[np.ndarray], masks: list[np.ndarray]) -> float:
 
 
 def image_roc_auc(anomaly_maps, ground_truth) -> float:
-    """Image-level ROC-AUC (SPEC §5.3): score = max of the map (A17), label = any GT pixel > 0.
+    """Image-level ROC-AUC: score = max of the map, label = any GT pixel > 0
+    (docs/decisions.md#image-score).
 
     Args:
         anomaly_maps: (N, H, W) array or sequence of (H_i, W_i) arrays of real anomaly scores.

@@ -1,13 +1,13 @@
 """Segmentation thresholds estimated on anomaly maps of the anomaly-free validation split.
 
-[Th] §4.5 / §4.6.4 (SPEC §5.3). A pixel is predicted anomalous if A(p) > t (SPEC §5.2), so each
-rule returns the t it selects on validation maps that contain no anomalies:
+[Th] §4.5 / §4.6.4 (docs/decisions.md#segmentation-thresholds). A pixel is predicted anomalous if
+A(p) > t, so each rule returns the t it selects on validation maps that contain no anomalies:
 
 - ``max``: the largest validation score (no validation pixel is flagged);
 - ``quantile``: the p-quantile of all validation pixels, p = 0.99 (linear interpolation);
 - ``k_sigma``: μ + kσ over all validation pixels, k = 2.326 ≈ Φ⁻¹(0.99) (population σ);
 - ``max_area``: the smallest t at which no connected component of {A > t} in any validation map
-  covers 0.1 % of its image area or more (8-connectivity as in register A14).
+  covers 0.1 % of its image area or more (8-connectivity as in docs/decisions.md#pro-connectivity).
 
 Maps are numpy arrays (N, H, W), a single (H, W) map, or a list of (H, W) maps of any sizes
 (torch CPU tensors work too). Scores are arbitrary real units (the anomaly-score scale).
@@ -27,7 +27,7 @@ from scipy import ndimage
 from ust.io import atomic_write
 
 DEFAULT_QUANTILE = 0.99
-DEFAULT_K = 2.326  # Φ⁻¹(0.99) = 2.3263…, SPEC §5.3
+DEFAULT_K = 2.326  # Φ⁻¹(0.99) = 2.3263…, docs/decisions.md#segmentation-thresholds
 DEFAULT_MAX_AREA_FRACTION = 0.001
 
 

@@ -12,8 +12,8 @@ Output layout of :func:`run_single_scale` (``<cat>`` = category, ``<defect>/<id>
                                      is refused instead of silently mixing two runs)
     <out_dir>/students.ckpt          per-epoch training state while training (deleted when done)
     <out_dir>/ensemble.pt            teacher + students + μ/σ + e/v stats (ust.method.students.save_ensemble)
-    <out_dir>/score_stats.json       e_mean, e_std, v_mean, v_std on the validation split (SPEC §4.2)
-    <out_dir>/maps/<cat>/test/<defect>/<id>.tiff      float32 ẽ+ṽ at the ORIGINAL image size (A15)
+    <out_dir>/score_stats.json       e_mean, e_std, v_mean, v_std on the validation split
+    <out_dir>/maps/<cat>/test/<defect>/<id>.tiff      float32 ẽ+ṽ at the ORIGINAL image size
     <out_dir>/val_maps/<cat>/train/good/<id>.tiff     the same for the validation images
     <out_dir>/thresholds.json        max / quantile / k_sigma / max_area on the validation maps
     <out_dir>/segmentation/<cat>/test/<defect>/<id>.png   0/255 masks at one threshold (A > t)
@@ -27,7 +27,8 @@ metrics files for the fused map, plus ``table.json`` and ``table.csv`` (per-scal
 
 Anomaly maps are computed at ``image_size`` (the networks' input, 256 in the paper) and upsampled
 bilinearly (``align_corners=False``) to each image's original size, where the metrics are taken
-against the original masks (register A15). Everything is deterministic for a seed on the CPU.
+against the original masks (docs/decisions.md#evaluation-resolution). Everything is deterministic
+for a seed on the CPU.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ LIVE_DIR = "dvclive"  # training loss per epoch, for `dvc plots` / `dvc exp show
 def upsample_map(score_map: torch.Tensor | np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Bilinear zoom (``align_corners=False``) of one map (h, w) to ``size`` = (H, W) pixels.
 
-    Returns a float32 numpy array (H, W) (scores keep their units; register A15).
+    Returns a float32 numpy array (H, W) (scores keep their units;
+    docs/decisions.md#evaluation-resolution).
     """
     t = torch.as_tensor(np.asarray(score_map, dtype=np.float32))
     if t.dim() != 2:

@@ -1,4 +1,4 @@
-"""Notebook housekeeping for the pipeline (STYLE.md, DVC + papermill pitfalls 1 and 5).
+"""Notebook housekeeping for the DVC + papermill pipeline: output-free copies, ``parameters`` cells.
 
 ``python -m ust.experiments.notebooks strip notebooks build/notebooks`` writes output-free copies that the DVC
 stages depend on, so saving a notebook with outputs in JupyterLab does not invalidate a stage.

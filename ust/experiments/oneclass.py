@@ -1,4 +1,5 @@
-"""One-class experiments on MNIST, Fashion-MNIST and CIFAR-10 (paper §4.1; SPEC §3.3, §5.1, §7.1, §10.5).
+"""One-class experiments on MNIST, Fashion-MNIST and CIFAR-10 (paper §4.1;
+docs/decisions.md#oneclass-protocol).
 
 Protocol (one run = one dataset, one normal class): train on the normal class only; every test image
 of the other nine classes is anomalous (label 1); report the ROC-AUC of the per-image anomaly scores
@@ -8,15 +9,17 @@ over the whole test set. The mean over the ten classes is taken by :mod:`ust.rep
   zoomed to the networks' input size p (bilinear, grayscale replicated to 3 channels,
   :func:`ust.data.oneclass.zoom_to_patch`), the teacher's descriptor statistics μ, σ come from the
   normal training images, M students regress the normalised teacher descriptor, e and v are normalised
-  on the held-out 10 % validation split and the score is ẽ + ṽ (SPEC §3.3, §4; register A13).
+  on the held-out 10 % validation split and the score is ẽ + ṽ
+  (docs/decisions.md#oneclass-protocol).
 * :func:`run_feature_baselines` — 1-NN, K-Means, OC-SVM (PCA keeping 95 % of the variance) and the
   fully connected ℓ2-AE / VAE (raw descriptors normalised by the training mean/std) on the teacher's
-  descriptors of the same zoomed images (SPEC §7.1; register A18).
-* :func:`run_igd` — IGD (SPEC §10) on the images themselves.
+  descriptors of the same zoomed images (docs/decisions.md#feature-baselines).
+* :func:`run_igd` — IGD (docs/decisions.md#igd) on the images themselves.
 
 The baselines and IGD need no validation data, so they use *all* normal training images (the
-students' training split plus the validation split: "all in-distribution training samples", SPEC
-§7.1); the students use the 90 % split for μ/σ and training and the 10 % split for e/v normalisation.
+students' training split plus the validation split; the paper's "all available in-distribution
+samples", docs/decisions.md#oneclass-protocol); the students use the 90 % split for μ/σ and training
+and the 10 % split for e/v normalisation.
 
 Results: :func:`write_class_result` writes one small JSON file per (dataset, method, teacher
 configuration, class) — the DVC stage metric — and :func:`collect_results` reads a folder of them back
@@ -80,7 +83,8 @@ __all__ = [
     "write_class_result",
 ]
 
-#: Register A13: the MVTec optimiser (Adam 1e-4, weight decay 1e-5) with batch 64 and 100 epochs.
+#: The MVTec optimiser (Adam 1e-4, weight decay 1e-5) with batch 64 and 100 epochs
+#: (docs/decisions.md#oneclass-protocol).
 ONECLASS_STUDENT_TRAINING = StudentTrainingConfig(
     epochs=100, batch_size=64, lr=1e-4, weight_decay=1e-5
 )
@@ -533,7 +537,8 @@ def run_igd(
     seed: int = 0,
     batch_size: int = 256,
 ) -> dict:
-    """IGD (global model, SPEC §10) on one one-class task; the last epoch is used (no selection).
+    """IGD (global model, docs/decisions.md#igd) on one one-class task; the last epoch is used (no
+    selection).
 
     Images are brought to ``config.image_size`` by :func:`igd_images` (CIFAR-10 native 32 × 32;
     MNIST/Fashion-MNIST zero-padded 28 → 32 by default, ``size_mode="resize"`` zooms instead).

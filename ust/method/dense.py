@@ -1,4 +1,5 @@
-"""Fast dense transformation T of a patch network T̂ (paper §3.2; Bailer et al., BMVC 2017).
+"""Fast dense transformation T of a patch network T̂ (paper §3.1; Bailer et al., BMVC 2017;
+docs/decisions.md#dense-transformation).
 
 :func:`dense_net` wraps the *same* :class:`~ust.method.networks.PatchNet` (shared parameters) so that
 one forward pass yields a descriptor for every pixel of an image of any size, exactly equal to
@@ -76,7 +77,8 @@ class DenseNet(nn.Module):
     """Dense network T: (B, 3, H, W) → (B, d, H, W) for any H, W ≥ 1, sharing ``patch``'s parameters.
 
     ``out[:, :, r, c] == patch(window)`` where the window is the p×p crop at (r, c) of the input
-    zero-padded by (p−1)//2 top/left and p−1−(p−1)//2 bottom/right (register A10).
+    zero-padded by (p−1)//2 top/left and p−1−(p−1)//2 bottom/right
+    (docs/decisions.md#dense-transformation).
 
     Every stride-2 max-pool becomes a stride-1 pool followed by a space-to-batch rearrangement
     (multi-pooling), so all later layers are ordinary dense convolutions on smaller maps; the

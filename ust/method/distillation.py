@@ -1,4 +1,5 @@
-"""Distillation target for L_k: ImageNet ResNet-18's 512-d global-average-pool feature (register A8).
+"""Distillation target for L_k: ImageNet ResNet-18's 512-d global-average-pool feature
+(docs/decisions.md#distillation-target).
 
 The weights come from a local file or from torchvision's ``ResNet18_Weights.IMAGENET1K_V1`` in the
 torch hub cache. Nothing is downloaded unless ``allow_download=True`` is passed, and there is never a
@@ -91,8 +92,9 @@ def load_resnet18(
 class DistillationTarget(nn.Module):
     """Frozen ResNet-18 feature F(P): patches (B, 3, p, p) in [0, 1] → (B, 512) float32.
 
-    Patches are resized bilinearly to ``input_size``×``input_size`` (224 by default, register A8;
-    ``None`` keeps the native p×p, which ResNet-18's adaptive pooling accepts) and ImageNet-normalised.
+    Patches are resized bilinearly to ``input_size``×``input_size`` (224 by default,
+    docs/decisions.md#distillation-target; ``None`` keeps the native p×p, which ResNet-18's adaptive
+    pooling accepts) and ImageNet-normalised.
     ``model`` may be given explicitly (any module producing (B, 512), e.g. a locally built
     ``torchvision.models.resnet18(weights=None)`` with or without its ``fc``); otherwise
     :func:`load_resnet18` is called with ``weights_path`` / ``allow_download``.

@@ -1,14 +1,16 @@
-"""Teacher pretraining losses (SPEC §1.4): distillation L_k, triplet L_m, decorrelation L_c.
+"""Teacher pretraining losses (paper §3.1): distillation L_k, triplet L_m, decorrelation L_c
+(docs/decisions.md#triplet-loss, docs/decisions.md#decorrelation-loss).
 
 All three operate on plain tensors so that the training loop, the notebooks and the tests share them.
 
 Why ``decorrelation_loss(normalized=...)`` exists
 -------------------------------------------------
 The correlation matrix C of B descriptors is ZᵀZ/B with a centred Z, so rank(C) ≤ B − 1. Its diagonal
-is 1, hence ‖C‖²_F ≥ (tr C)² / rank(C) ≥ d² / (B − 1), and the squared off-diagonal sum (register A6)
-can never fall below ``rank_bound(d, B) = d²/(B−1) − d``. With the paper's batch B = 64 < d = 128 the
-floor is 128²/63 − 128 ≈ 132.1, two orders of magnitude above a triplet loss of ≈ 1 (margin 1), so with
-unit weights L_c dominates the gradient. ``normalized=True`` divides by the number of off-diagonal
+is 1, hence ‖C‖²_F ≥ (tr C)² / rank(C) ≥ d² / (B − 1), and the squared off-diagonal sum
+(docs/decisions.md#decorrelation-normalisation) can never fall below
+``rank_bound(d, B) = d²/(B−1) − d``. With the paper's batch B = 64 < d = 128 the floor is
+128²/63 − 128 ≈ 132.1, two orders of magnitude above a triplet loss of ≈ 1 (margin 1), so with unit
+weights L_c dominates the gradient. ``normalized=True`` divides by the number of off-diagonal
 entries d(d − 1), i.e. it is the *mean* squared correlation (floor 132.1/16256 ≈ 0.0081 at B = 64,
 d = 128), which keeps L_c and L_m on comparable scales; its minimisers are the paper's.
 ``normalized=False`` is the raw sum (``squared=False``: the paper's unsquared sum).
@@ -47,7 +49,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
 
 
 def distillation_loss(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_k (SPEC Eq. 5.1): batch mean of ‖D(T̂(P_i)) − F(P_i)‖²₂.
+    """L_k (paper Eq. 1): batch mean of ‖D(T̂(P_i)) − F(P_i)‖²₂.
 
     ``decoded`` (B, 512) is the teacher's decoded descriptor, ``target`` (B, 512) the ResNet-18
     feature of the same patch. Returns a scalar (squared feature units, summed over the 512 dims).
@@ -62,7 +64,7 @@ def triplet_loss(
     negative: torch.Tensor,
     margin: float = 1.0,
 ) -> torch.Tensor:
-    """L_m (SPEC Eq. 5.2) with in-triplet hard negative mining by anchor swap (Balntas et al. 2016).
+    """L_m (paper Eq. 2-4) with in-triplet hard negative mining by anchor swap (Balntas et al. 2016).
 
     Inputs are (B, d) descriptors. Distances are *squared* Euclidean:
     δ⁺ = ‖a − p‖², δ⁻ = min(‖a − n‖², ‖p − n‖²); returns mean(max(0, margin + δ⁺ − δ⁻)) (scalar).
@@ -99,7 +101,8 @@ def decorrelation_loss(
     eps: float = 1e-8,
     normalized: bool = False,
 ) -> torch.Tensor:
-    """L_c: sum over k ≠ l of the batch correlation C_kl² (thesis Eq. 5.5, register A6).
+    """L_c: sum over k ≠ l of the batch correlation C_kl² (thesis Eq. 5.5;
+    docs/decisions.md#decorrelation-loss).
 
     ``descriptors`` (B, d). ``squared=False`` gives the paper's unsquared Σ C_kl (minimised by
     negative correlations, kept only for reproduction). ``normalized=True`` divides by d(d − 1), the

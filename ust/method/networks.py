@@ -4,7 +4,7 @@ A :class:`PatchNet` maps a p×p patch to one d-dimensional descriptor using only
 max-pooling; :func:`ust.method.dense.dense_net` turns it into the dense network T that yields a
 descriptor for every pixel of an image in one pass.
 
-Layer tables follow the ambiguity register of the spec (A1-A5): p = 17 uses a 6×6 first convolution,
+Layer tables follow docs/decisions.md#teacher-architecture: p = 17 uses a 6×6 first convolution,
 p = 33 a 5×5 one and p = 65 the thesis variant (128 channels up to Conv3, Conv4 4×4 → 256,
 Conv5 1×1 → 128). The other printed variants are selectable with ``variant=``.
 """
@@ -23,13 +23,15 @@ DECODER_DIM = 512
 _D = "d"
 ARCHITECTURES: dict[int, dict[str, list[tuple]]] = {
     17: {
-        # A1: the printed 5×5 Conv1 contradicts the printed 12×12 output; 6×6 reproduces it.
+        # The printed 5×5 Conv1 contradicts the printed 12×12 output; 6×6 reproduces it
+        # (docs/decisions.md#p17-first-convolution).
         "default": [("conv", 128, 6), ("conv", 256, 5), ("conv", 256, 5), ("conv", _D, 4)],
         # As printed: 5×5 Conv1; its effective receptive field is 16, the 17th row/column is unused.
         "conv1_5x5": [("conv", 128, 5), ("conv", 256, 5), ("conv", 256, 5), ("conv", _D, 4)],
     },
     33: {
-        # A2: 5×5 Conv1 matches the printed output sizes 29, 14, 10, 5, 4, 1 (effective RF 32).
+        # 5×5 Conv1 matches the printed output sizes 29, 14, 10, 5, 4, 1 (effective RF 32;
+        # docs/decisions.md#p33-first-convolution).
         "default": [
             ("conv", 128, 5),
             ("pool", 2),
@@ -49,7 +51,8 @@ ARCHITECTURES: dict[int, dict[str, list[tuple]]] = {
         ],
     },
     65: {
-        # A3: the thesis (Table 5.1) variant: 128 channels up to Conv3, Conv5 1×1 (effective RF 60).
+        # The thesis (Table 5.1) variant: 128 channels up to Conv3, Conv5 1×1 (effective RF 60;
+        # docs/decisions.md#p65-layer-table).
         "default": [
             ("conv", 128, 5),
             ("pool", 2),
@@ -188,7 +191,8 @@ def patch_net(
     act_on_descriptor: bool = False,
     with_decoder: bool = True,
 ) -> PatchNet:
-    """Build the patch network for receptive field ``p`` ∈ {17, 33, 65} (SPEC §1.2, register A1-A5)."""
+    """Build the patch network for receptive field ``p`` ∈ {17, 33, 65}
+    (docs/decisions.md#teacher-architecture)."""
     _check_p(p)
     return PatchNet(NetConfig(p, d, variant, slope, act_on_descriptor, with_decoder))
 

@@ -1,4 +1,4 @@
-"""Anomaly scores from a student ensemble (SPEC §4): regression error e, predictive variance v, their
+"""Anomaly scores from a student ensemble (paper §3.2): regression error e, predictive variance v, their
 normalisation on anomaly-free validation data, and the multiscale fusion.
 
 Shapes: student predictions ``preds`` are (M, B, d, H, W) and normalised teacher targets are
@@ -20,7 +20,7 @@ def _check_preds(preds: torch.Tensor) -> None:
 
 
 def regression_error(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """e = ‖mean_i S_i − ỹ_T‖² per position (SPEC Eq. 8-9): (M,B,d,H,W), (B,d,H,W) → (B,H,W)."""
+    """e = ‖mean_i S_i − ỹ_T‖² per position (paper Eq. 8-9): (M,B,d,H,W), (B,d,H,W) → (B,H,W)."""
     _check_preds(preds)
     if preds.shape[1:] != target.shape:
         raise ValueError(
@@ -31,7 +31,7 @@ def regression_error(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def predictive_variance(preds: torch.Tensor) -> torch.Tensor:
-    """v = mean_i ‖S_i‖² − ‖mean_i S_i‖² (SPEC Eq. 10), computed as the biased ensemble variance
+    """v = mean_i ‖S_i‖² − ‖mean_i S_i‖² (paper Eq. 10), computed as the biased ensemble variance
     summed over d (the same quantity without the cancellation): (M,B,d,H,W) → (B,H,W)."""
     _check_preds(preds)
     return (preds - preds.mean(0, keepdim=True)).pow(2).sum(2).mean(0)
@@ -77,7 +77,8 @@ class RunningMoments:
 
 @dataclass(frozen=True)
 class ScoreStats:
-    """Scalar statistics of e and v over all pixels of the anomaly-free validation images (§4.2)."""
+    """Scalar statistics of e and v over all pixels of the anomaly-free validation images
+    (docs/decisions.md#score-normalisation)."""
 
     e_mean: float
     e_std: float
@@ -103,14 +104,16 @@ def fit_score_stats(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Score
 
 
 def normalized_score(e: torch.Tensor, v: torch.Tensor, stats: ScoreStats) -> torch.Tensor:
-    """ẽ + ṽ = (e − e_μ)/e_σ + (v − v_μ)/v_σ (SPEC Eq. 11), same shape as ``e``."""
+    """ẽ + ṽ = (e − e_μ)/e_σ + (v − v_μ)/v_σ (paper Eq. 11), same shape as ``e``
+    (docs/decisions.md#score-normalisation)."""
     if e.shape != v.shape:
         raise ValueError(f"e {tuple(e.shape)} and v {tuple(v.shape)} must have the same shape")
     return (e - stats.e_mean) / stats.e_std + (v - stats.v_mean) / stats.v_std
 
 
 def fuse_multiscale(scores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(1/L) Σ_l (ẽ^(l) + ṽ^(l)) over L scales (SPEC Eq. 12); every map has the same shape."""
+    """(1/L) Σ_l (ẽ^(l) + ṽ^(l)) over L scales (paper Eq. 12); every map has the same
+    shape (docs/decisions.md#multiscale-fusion)."""
     if len(scores) == 0:
         raise ValueError("multiscale fusion needs at least one scale")
     shapes = {tuple(s.shape) for s in scores}

@@ -1,4 +1,4 @@
-"""Student ensembles (SPEC §3): M independently initialised copies of the teacher's architecture that
+"""Student ensembles (paper §3.2): M independently initialised copies of the teacher's architecture that
 regress the teacher's d-dimensional descriptors, normalised per dimension by their mean and std over
 all training pixels.
 
@@ -159,7 +159,8 @@ def fit_target_statistics(
     model: StudentTeacher, images: torch.Tensor, *, batch_size: int = 8, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std (d,) of the teacher's descriptors over all pixels of ``images``
-    (N, C, H, W) in [0, 1]; stores them in the model and returns them (SPEC §3.1, register A12)."""
+    (N, C, H, W) in [0, 1]; stores them in the model and returns them
+    (docs/decisions.md#student-target-normalisation)."""
     if len(images) == 0:
         raise ValueError("no training images: descriptor statistics need at least one image")
     device = model.target_mean.device
@@ -175,14 +176,15 @@ def fit_target_statistics(
 
 
 def student_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over images and positions of ‖μ^S − ỹ‖² (SPEC §3.1): (B, d, H, W) × 2 → scalar."""
+    """Mean over images and positions of ‖μ^S − ỹ‖² (paper Eq. 7): (B, d, H, W) × 2 → scalar."""
     return (prediction - target).pow(2).sum(1).mean()
 
 
 def fit_validation_stats(
     model: StudentTeacher, images: torch.Tensor, *, batch_size: int = 8
 ) -> ScoreStats:
-    """e/v statistics over all pixels of anomaly-free validation ``images`` (SPEC §4.2-4.3)."""
+    """e/v statistics over all pixels of anomaly-free validation ``images``
+    (docs/decisions.md#score-normalisation)."""
     device = model.target_mean.device
     model.eval()
     return fit_score_stats(

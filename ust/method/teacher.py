@@ -38,13 +38,13 @@ class TeacherConfig:
     ``decorrelation_squared=False`` the paper's unsquared Σ C_kl.
     """
 
-    # network (SPEC §1.2-1.3)
+    # network (docs/decisions.md#teacher-architecture)
     patch_size: int = 33
     d: int = 128
     variant: str = "default"
     slope: float = 0.005
     act_on_descriptor: bool = False
-    # data (SPEC §1.5): "embedded" or a folder of images
+    # data (docs/decisions.md#triplet-augmentation): "embedded" or a folder of images
     images: str = "embedded"
     heldout_fraction: float = 0.1
     zoom_min: int = 4
@@ -54,12 +54,12 @@ class TeacherConfig:
     luminance_max: float = 1.2
     noise_std: float = 0.1
     grayscale_prob: float = 0.1
-    # optimisation (SPEC §1.6)
+    # optimisation (docs/decisions.md#teacher-optimiser)
     iterations: int = 50_000
     batch_size: int = 64
     lr: float = 2e-4
     weight_decay: float = 1e-5
-    # losses (SPEC §1.4)
+    # losses (paper §3.1; docs/decisions.md#decorrelation-normalisation)
     lambda_k: float = 1.0
     lambda_m: float = 0.0
     lambda_c: float = 1.0
@@ -67,7 +67,7 @@ class TeacherConfig:
     decorrelation_squared: bool = True
     decorrelation_normalized: bool = True
     decorrelation_eps: float = 1e-8
-    # distillation target (register A8)
+    # distillation target (docs/decisions.md#distillation-target, docs/decisions.md#resnet-weights)
     resnet_weights: str | None = None
     resnet_input_size: int | None = 224
     allow_download: bool = False

@@ -1,0 +1,284 @@
+"""The fused detector of one category: per scale a frozen teacher, its descriptor statistics, a
+student ensemble and the e/v score statistics, plus the thresholds estimated on held-out good images.
+
+Anomaly maps follow the MVTec protocol of :mod:`ust.experiments.mvtec_single`: images are zoomed to
+``image_size``² (docs/decisions.md#image-resizing), each scale gives ẽ + ṽ at that size
+(docs/decisions.md#score-normalisation), the scales are averaged
+(docs/decisions.md#multiscale-fusion) and the fused map is upsampled bilinearly to each image's
+original size (docs/decisions.md#evaluation-resolution). The image score is the map's maximum
+(docs/decisions.md#image-score); a pixel is anomalous when its score exceeds the threshold, an image
+when its score does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ust.detector.config import DetectorConfig, threshold_rule
+from ust.detector.files import DetectorFileError, read_detector_file, write_detector_file
+from ust.detector.images import as_images, sizes_of, zoom
+from ust.eval.thresholds import estimate_thresholds
+from ust.experiments.mvtec_single import upsample_map
+from ust.method.networks import NetConfig, PatchNet
+from ust.method.scoring import ScoreStats, fuse_multiscale
+from ust.method.students import StudentTeacher, anomaly_scores, make_students
+
+
+@dataclass
+class Calibration:
+    """What the held-out good images say about the fused scores (all in score units).
+
+    Attributes:
+        thresholds: ``max``, ``quantile``, ``k_sigma`` and ``max_area`` thresholds of
+            :func:`ust.eval.thresholds.estimate_thresholds` on the validation maps.
+        pixel_median: median fused score over all validation pixels (the colour scale's bottom).
+        pixel_max: largest fused score over all validation pixels.
+        image_scores: image score (map maximum) of every validation image, in split order.
+        images: names of the validation images (file names, or ``image_<i>`` for in-memory input).
+    """
+
+    thresholds: dict[str, float]
+    pixel_median: float
+    pixel_max: float
+    image_scores: list[float] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_maps(cls, maps: Sequence[np.ndarray], names: Sequence[str]) -> Calibration:
+        """Calibrate on fused validation maps (H_i, W_i) at the images' original sizes."""
+        values = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
+        return cls(
+            thresholds={k: float(v) for k, v in estimate_thresholds(list(maps)).items()},
+            pixel_median=float(np.median(values)),
+            pixel_max=float(values.max()),
+            image_scores=[float(np.max(m)) for m in maps],
+            images=list(names),
+        )
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Detector.predict` for N images.
+
+    Attributes:
+        maps: N float32 arrays (H_i, W_i): fused anomaly maps at each image's original size.
+        scores: float64 (N,): image scores, the maximum of each map.
+        masks: N bool arrays (H_i, W_i): ``map > threshold``.
+        anomalous: bool (N,): ``score > threshold``.
+        threshold: the threshold used (score units).
+    """
+
+    maps: list[np.ndarray]
+    scores: np.ndarray
+    masks: list[np.ndarray]
+    anomalous: np.ndarray
+    threshold: float
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
+class Detector:
+    """A fitted Student-Teacher detector fusing several receptive fields (paper §3.3, Eq. 12).
+
+    Build one with :meth:`fit` (from good images and teachers) or :meth:`load`; use it with
+    :meth:`predict`; write it with :meth:`save`. ``models[p]`` is the :class:`StudentTeacher` of
+    scale p (with its μ/σ), ``score_stats[p]`` its e/v statistics.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[int, StudentTeacher],
+        score_stats: Mapping[int, ScoreStats],
+        config: DetectorConfig,
+        calibration: Calibration | None = None,
+    ):
+        if sorted(models) != sorted(config.patch_sizes) or set(models) != set(score_stats):
+            raise ValueError(
+                f"models {sorted(models)} and score statistics {sorted(score_stats)} must cover "
+                f"the configured patch sizes {list(config.patch_sizes)}"
+            )
+        self.config = config
+        self.models = {p: models[p].eval() for p in config.patch_sizes}
+        self.score_stats = {p: score_stats[p] for p in config.patch_sizes}
+        self.calibration = calibration
+        self.sha256: str | None = None  # of the file it was saved to or loaded from
+
+    # ------------------------------------------------------------------------------- properties
+    @property
+    def patch_sizes(self) -> tuple[int, ...]:
+        return self.config.patch_sizes
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.models.values())).target_mean.device
+
+    @property
+    def threshold_rule(self) -> str:
+        return self.config.threshold_rule
+
+    @property
+    def threshold(self) -> float:
+        """The threshold of :attr:`threshold_rule` (score units); needs a calibrated detector."""
+        if self.calibration is None:
+            raise ValueError("this detector has no thresholds: fit it (Detector.fit) first")
+        return self.calibration.thresholds[self.threshold_rule]
+
+    def use_threshold(self, rule: str) -> None:
+        """Decide with another stored rule (``max``, ``quantile``, ``k_sigma``/``k-sigma``)."""
+        self.config = replace(self.config, threshold_rule=threshold_rule(rule))
+
+    def display_range(self, threshold: float | None = None) -> tuple[float, float]:
+        """Fixed colour scale (vmin, vmax) for heat maps: from the validation median m to
+        2t − m, so the threshold t sits in the middle of the scale for every image."""
+        t = self.threshold if threshold is None else float(threshold)
+        vmin = self.calibration.pixel_median if self.calibration is not None else 0.0
+        vmin = min(vmin, t - 1e-6)
+        return vmin, 2.0 * t - vmin
+
+    def to(self, device: str | torch.device) -> Detector:
+        for model in self.models.values():
+            model.to(device)
+        return self
+
+    # ---------------------------------------------------------------------------------- scoring
+    def network_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused ẽ + ṽ at network resolution: zoomed images (N, 3, S, S) in [0, 1] → (N, S, S)."""
+        batch = self.config.inference_batch_size
+        return fuse_multiscale(
+            [
+                anomaly_scores(self.models[p], x, self.score_stats[p], batch_size=batch)
+                for p in self.patch_sizes
+            ]
+        )
+
+    def anomaly_maps(self, images: Any) -> list[np.ndarray]:
+        """Fused maps at the original sizes: float32 arrays (H_i, W_i), one per image (any input
+        :meth:`predict` accepts)."""
+        loaded = as_images(images)
+        if not loaded:
+            return []
+        fused = self.network_maps(zoom(loaded, self.image_size))
+        return [upsample_map(m, size) for m, size in zip(fused, sizes_of(loaded))]
+
+    def predict(
+        self,
+        images: Any,
+        *,
+        threshold: float | None = None,
+        batch_size: int | None = None,
+    ) -> Prediction:
+        """Anomaly maps, image scores, masks and decisions for ``images``.
+
+        Args:
+            images: image file paths (or a folder), PIL images, (C, H, W) tensors, or a float
+                tensor (B, 3, H, W) in [0, 1]; images may differ in size.
+            threshold: score threshold; default: the stored one of :attr:`threshold_rule`.
+            batch_size: images loaded and scored at once (default: ``inference_batch_size``).
+
+        Returns:
+            A :class:`Prediction`; maps are at each image's original size.
+        """
+        t = self.threshold if threshold is None else float(threshold)
+        items = list(images) if isinstance(images, list | tuple) else [images]
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            items = list(images)
+        step = batch_size or self.config.inference_batch_size
+        maps: list[np.ndarray] = []
+        for start in range(0, len(items), step):
+            maps += self.anomaly_maps(items[start : start + step])
+        scores = np.array([float(m.max()) for m in maps], dtype=np.float64)
+        return Prediction(maps, scores, [m > t for m in maps], scores > t, t)
+
+    # ---------------------------------------------------------------------------------- fitting
+    @classmethod
+    def fit(
+        cls,
+        good_images: Any,
+        teachers: Any,
+        config: DetectorConfig = DetectorConfig(),
+        *,
+        work_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> Detector:
+        """Fit on anomaly-free images; see :func:`ust.detector.fit.fit_detector`."""
+        from ust.detector.fit import fit_detector
+
+        return fit_detector(
+            good_images, teachers, config, work_dir=work_dir, device=device, progress=progress
+        )
+
+    # ------------------------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the detector to one file atomically (see :mod:`ust.detector.files`)."""
+        if self.calibration is None:
+            raise ValueError("refusing to save a detector without thresholds: fit it first")
+        self.sha256 = write_detector_file(_payload(self), path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Detector:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            DetectorFileError: not a detector file, another ust version, or corrupt (the message
+                names the file).
+        """
+        payload, digest = read_detector_file(path)
+        try:
+            detector = _from_payload(payload)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise DetectorFileError(f"{path} is not a valid detector file ({e})") from e
+        detector.sha256 = digest
+        return detector.to(device)
+
+
+def _payload(detector: Detector) -> dict[str, Any]:
+    """The detector's content as plain Python values and CPU tensors (what the file stores)."""
+    scales = {}
+    for p, model in detector.models.items():
+        scales[str(p)] = {
+            "teacher_config": asdict(model.teacher.config),
+            "teacher": {k: v.cpu() for k, v in model.teacher.state_dict().items()},
+            "students": {k: v.cpu() for k, v in model.students.state_dict().items()},
+            "m": model.m,
+            "target_mean": model.target_mean.cpu(),
+            "target_std": model.target_std.cpu(),
+            "score_stats": detector.score_stats[p].to_dict(),
+        }
+    return {
+        "config": detector.config.to_dict(),
+        "scales": scales,
+        "calibration": asdict(detector.calibration),
+    }
+
+
+def _scale_from_payload(entry: dict[str, Any]) -> tuple[StudentTeacher, ScoreStats]:
+    teacher = PatchNet(NetConfig(**entry["teacher_config"]))
+    teacher.load_state_dict(entry["teacher"])
+    model = StudentTeacher(teacher, make_students(teacher, entry["m"]))
+    model.students.load_state_dict(entry["students"])
+    model.target_mean.copy_(entry["target_mean"])
+    model.target_std.copy_(entry["target_std"])
+    return model.eval(), ScoreStats(**entry["score_stats"])
+
+
+def _from_payload(payload: dict[str, Any]) -> Detector:
+    config = DetectorConfig(**payload["config"])
+    models, stats = {}, {}
+    for p in config.patch_sizes:
+        models[p], stats[p] = _scale_from_payload(payload["scales"][str(p)])
+    return Detector(models, stats, config, Calibration(**payload["calibration"]))
