@@ -9,16 +9,21 @@ from ust.method.dense import dense_net
 from ust.method.networks import ARCHITECTURES, count_parameters, macs_per_pixel, patch_net
 
 
-def patchwise(net, x):
+def patchwise(net, x, chunk=128):
     """Reference: evaluate the patch network on every p×p window of the zero-padded image
-    (docs/decisions.md#dense-transformation)."""
+    (docs/decisions.md#dense-transformation).
+
+    The windows go through the network ``chunk`` at a time: the 2·37·42 windows of a p = 65 image
+    pair in one batch would need ~10 GB of first-layer activations.
+    """
     p = net.p
     top = (p - 1) // 2
     xp = F.pad(x, (top, p - 1 - top, top, p - 1 - top))
     b, _, h, w = x.shape
     wins = xp.unfold(2, p, 1).unfold(3, p, 1)  # (B, 3, H, W, p, p)
     wins = wins.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, p, p)
-    return net(wins).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    out = torch.cat([net(part) for part in wins.split(chunk)])
+    return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 # Parameter counts of docs/decisions.md#teacher-architecture (including the 128→512 decoder).
