@@ -7,7 +7,7 @@ PROFILE ?=
 TORCH := torch==2.14.1 torchvision==0.29.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv test reproduce system-data lint format benchmarks
+.PHONY: venv test reproduce report system-data lint format benchmarks
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ reproduce: venv system-data
 	$(BIN)/dvc repro
 	$(BIN)/python -m ust.report.readme_sync snapshot
 	$(BIN)/python -m ust.report.readme_sync sync
+
+# Renders the executed notebooks of results/notebooks to HTML in results/html (the `html` stage).
+report: venv
+	$(BIN)/dvc repro html
 
 test: venv
 	$(BIN)/python -m pytest -n 2 -q

@@ -68,3 +68,36 @@ def test_teacher_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["teacher", "--out", "x.pt", "--lambda-k", "-1"])
+
+
+@pytest.mark.parametrize(
+    "form, normalized, squared",
+    [
+        (None, "auto", True),  # the default: raw Σ C² with --lambda-k > 0, the mean without
+        ("auto", "auto", True),
+        ("mean", True, True),
+        ("sum", False, True),
+        ("sum-unsquared", False, False),
+    ],
+)
+def test_decorrelation_forms_map_onto_the_teacher_config(form, normalized, squared):
+    from ust.cli.teacher import teacher_config_from_args
+
+    argv = ["teacher", "--out", "t.pt"] + ([] if form is None else ["--decorrelation", form])
+    cfg = teacher_config_from_args(build_parser().parse_args(argv))
+    assert (cfg.decorrelation_normalized, cfg.decorrelation_squared) == (normalized, squared)
+    if normalized == "auto":
+        assert cfg.lambda_k > 0 and cfg.normalizes_decorrelation() is False
+        argv += ["--lambda-k", "0", "--lambda-m", "1"]
+        assert teacher_config_from_args(build_parser().parse_args(argv)).normalizes_decorrelation()
+
+
+def test_a_relative_images_folder_is_taken_from_the_current_directory(tmp_path, monkeypatch):
+    from ust.cli.teacher import teacher_config_from_args
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["teacher", "--out", "t.pt", "--images", "imagenet/train"]
+    cfg = teacher_config_from_args(build_parser().parse_args(argv))
+    assert cfg.images == str(tmp_path / "imagenet" / "train")
+    argv[-1] = "embedded"
+    assert teacher_config_from_args(build_parser().parse_args(argv)).images == "embedded"

@@ -306,3 +306,68 @@ def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
     assert oneclass.student_settings(one, students=7).students == 7
     assert "1nn_pixels" not in oneclass.baseline_settings(one).methods
     assert teacher.teacher_config(33, "mc").lambda_m == 1.0
+
+
+# ------------------------------------------------------------------- baseline and IGD keys
+def test_ssim_ae_protocol_keys_name_every_category_type():
+    """docs/decisions.md#ssim-ae-protocol: the paper profile lists MVTec AD's five textures; the
+    offline profiles also list the synthetic categories, so every offline category is cropped."""
+    paper = load_config(ROOT / "profiles/paper.yaml").mvtec_baselines
+    assert paper.texture_categories == ("carpet", "grid", "leather", "tile", "wood")
+    assert set(paper.ssim_ae_vflip_categories) <= set(paper.ssim_ae_hflip_categories)
+    assert not set(paper.ssim_ae_hflip_categories) & set(paper.texture_categories)
+    assert (paper.ssim_ae_max_rotation, paper.ssim_ae_object_latent_dim) == (3.0, 128)
+    for path in PROFILES:
+        config = load_config(path)
+        if config.mvtec_data.synthetic:
+            assert set(config.mvtec.categories) <= set(config.mvtec_baselines.texture_categories)
+            assert {"brick", "grass", "gravel"} <= set(config.mvtec_baselines.texture_categories)
+
+
+def test_ocsvm_solver_is_checked_and_the_paper_profile_approximates(tmp_path, smoke):
+    assert load_config(ROOT / "profiles/paper.yaml").mvtec_baselines.ocsvm_solver == "nystroem"
+    assert load_config(ROOT / "profiles/smoke.yaml").mvtec_baselines.ocsvm_solver == "exact"
+    params = _set(smoke, "mvtec_baselines.ocsvm_solver", "libsvm")
+    _fails(tmp_path, params, r"key 'ocsvm_solver' in section 'mvtec_baselines' must be 'exact'")
+    params = _set(smoke, "mvtec_baselines.ocsvm_components", 10.5)
+    _fails(tmp_path, params, r"key 'ocsvm_components' in section 'mvtec_baselines' must be int")
+
+
+def test_paper_profile_has_igds_published_budget_and_local_model():
+    """docs/decisions.md#igd: 256 epochs, batch 64, every normal training image, global and local
+    model (Eq. 13)."""
+    igd = load_config(ROOT / "profiles/paper.yaml").oneclass_train
+    assert (igd.igd_epochs, igd.igd_batch, igd.igd_max_train) == (256, 64, None)
+    assert (igd.igd_local_patch, igd.igd_local_stride) == (16, 8)
+
+
+# ------------------------------------------------------------------------------ teacher section
+def test_paper_profile_pretrains_on_imagenet_with_the_printed_decorrelation():
+    """The `paper` teachers see ImageNet, never the bundled photographs
+    (docs/decisions.md#offline-teacher-images), and the (k, ·) teachers use the raw Σ C²
+    (docs/decisions.md#decorrelation-normalisation)."""
+    config = load_config(ROOT / "profiles/paper.yaml")
+    assert config.teacher.images != "embedded"
+    assert config.teacher.images == "data/imagenet/train"
+    assert config.teacher.decorrelation_normalized == "auto"
+    for name, stage in config.teachers.items():
+        cfg = config.teacher_for(stage.p, stage.losses)
+        assert cfg.normalizes_decorrelation() is ("k" not in stage.losses), name
+    assert not config.teacher_for(65, "kc").loss_config()["decorrelation_normalized"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "default", "offline_full"])
+def test_offline_profiles_keep_the_mean_decorrelation(name):
+    config = load_config(ROOT / f"profiles/{name}.yaml")
+    for stage in config.teachers.values():
+        assert config.teacher_for(stage.p, stage.losses).normalizes_decorrelation()
+
+
+def test_decorrelation_normalized_takes_true_false_or_auto(tmp_path, smoke):
+    for value in (True, False, "auto"):
+        params = _set(smoke, "teacher.decorrelation_normalized", value)
+        config = load_config(_write(tmp_path, params))
+        assert config.teacher.decorrelation_normalized == value
+    where = "teacher.decorrelation_normalized"
+    _fails(tmp_path, _set(smoke, where, "maybe"), r"section 'teacher': .*true, false or 'auto'")
+    _fails(tmp_path, _set(smoke, where, 1), r"'decorrelation_normalized' .* must be bool \| str")

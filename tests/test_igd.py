@@ -1,5 +1,5 @@
 """IGD (docs/decisions.md#igd): networks, E-step, Gaussian classifier, loss, training
-determinism/resume, scoring."""
+determinism/resume, BatchNorm recomputation, local model and fused score."""
 
 from __future__ import annotations
 
@@ -13,23 +13,29 @@ import torchvision
 from pytorch_msssim import ms_ssim
 from sklearn.metrics import roc_auc_score
 
+import ust.baselines.igd as igd_module
 from ust.baselines.igd import (
     IGD,
     RESNET18_IMAGENET_FILE,
     IGDConfig,
     IGDEncoder,
+    IGDLocalSettings,
     estep,
     extract_patches,
+    fused_scores,
     gaussian_normal_prob,
     gaussian_params,
     igd_score_components,
     ms_ssim_per_image,
     msssim_settings,
+    recompute_bn,
     reconstruction_loss,
     score_igd,
     score_igd_local,
     train_igd,
+    train_igd_local,
 )
+from ust.data.transforms import imagenet_normalize
 
 
 def _tiny(**kw) -> IGDConfig:
@@ -230,3 +236,109 @@ def test_toy_anomalies_ranked_higher():
     s = np.r_[score_igd(model, test_normal), score_igd(model, test_anom)]
     y = np.r_[np.zeros(16), np.ones(16)]
     assert roc_auc_score(y, s) > 0.8
+
+
+# ------------------------------------------------------------------------ BatchNorm statistics
+def _bn_inputs(model: IGD, images: torch.Tensor, bn: torch.nn.Module, chunks: int) -> list:
+    """The inputs a BatchNorm layer sees in a train-mode pass over ``chunks`` batches, captured
+    by a hook on a copy (nothing of ``model`` changes)."""
+    import copy
+
+    twin = copy.deepcopy(model).train()
+    name = next(n for n, m in model.named_modules() if m is bn)
+    seen = []
+    twin.get_submodule(name).register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    with torch.no_grad():
+        for idx in torch.arange(len(images)).tensor_split(chunks):
+            twin(images[idx])
+    return seen
+
+
+def test_recompute_bn_equals_the_training_batch_statistics_by_hand():
+    torch.manual_seed(0)
+    model = IGD(_tiny(image_size=8)).eval()
+    images = torch.rand(10, 3, 8, 8)
+    first = model.encoder.trunk.bn1
+    assert torch.equal(first.running_mean, torch.zeros(64))  # initial values
+    # one batch: the running statistics become that batch's mean and unbiased variance
+    assert recompute_bn(model, images, batch_size=10) == 1
+    x = model.encoder.trunk.conv1(imagenet_normalize(images))
+    torch.testing.assert_close(first.running_mean, x.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        first.running_var, x.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6
+    )
+    assert not model.training and first.momentum == 0.1  # mode and momentum restored
+    # two batches, a decoder layer (input computed through the train-mode network by hand):
+    # the mean of the per-batch statistics, not a momentum-weighted mix with the initial 0 / 1
+    deep = model.decoder.stages[3].bn2
+    seen = _bn_inputs(model, images, deep, chunks=2)
+    assert recompute_bn(model, images, batch_size=5) == 2
+    means = torch.stack([t.mean(dim=(0, 2, 3)) for t in seen]).mean(0)
+    variances = torch.stack([t.var(dim=(0, 2, 3), unbiased=True) for t in seen]).mean(0)
+    torch.testing.assert_close(deep.running_mean, means, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(deep.running_var, variances, rtol=1e-4, atol=1e-6)
+    assert int(deep.num_batches_tracked) == 2
+
+
+def test_training_recomputes_bn_before_the_final_estep():
+    g = torch.Generator().manual_seed(1)
+    images = _smooth(12, 8, g)
+    on, _ = train_igd(images, _tiny(image_size=8))
+    off, _ = train_igd(images, _tiny(image_size=8, recompute_bn=False))
+    bn_on, bn_off = on.encoder.trunk.bn1, off.encoder.trunk.bn1
+    # same weights; only the statistics differ: after 3 steps at momentum 0.1 they are still
+    # 0.9³ ≈ 73 % their initial 0 / 1, the recomputed ones are those of the training images
+    assert torch.equal(on.encoder.trunk.conv1.weight, off.encoder.trunk.conv1.weight)
+    assert not torch.allclose(bn_on.running_var, bn_off.running_var)
+    x = on.encoder.trunk.conv1(imagenet_normalize(images))
+    stats = [x[idx].mean(dim=(0, 2, 3)) for idx in torch.arange(12).tensor_split(3)]
+    torch.testing.assert_close(bn_on.running_mean, torch.stack(stats).mean(0), rtol=1e-4, atol=1e-6)
+    # ω is estimated afterwards, in eval mode, with the recomputed statistics
+    with torch.no_grad():
+        mu, sigma = gaussian_params(on.encode(images))
+    torch.testing.assert_close(on.mu, mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(on.sigma, sigma, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------ local model, fusion
+def test_local_model_trains_on_every_grid_patch(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    images = _smooth(3, 16, g)
+    local = IGDLocalSettings(patch=8, stride=8)
+    seen = {}
+    real = igd_module.train_igd
+
+    def spy(train_images, config, *args):
+        seen["images"], seen["config"] = train_images, config
+        return real(train_images, config, *args)
+
+    monkeypatch.setattr(igd_module, "train_igd", spy)
+    model, hist = train_igd_local(images, _tiny(image_size=16), local)
+    assert seen["images"].shape == (12, 3, 8, 8)  # 3 images × 2 × 2 patches
+    assert torch.equal(seen["images"], extract_patches(images, 8, 8).flatten(0, 1))
+    assert seen["config"].image_size == 8 and model.image_size == (8, 8) and len(hist) == 1
+    again, _ = train_igd_local(images, _tiny(image_size=16), local)
+    a, b = model.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # deterministic for a seed
+    s = score_igd_local(model, images, stride=4)
+    assert s.shape == (3,) and np.isfinite(s).all()
+    np.testing.assert_array_equal(s, score_igd_local(again, images, stride=4))
+    with pytest.raises(ValueError, match="smaller"):
+        train_igd_local(images, _tiny(image_size=16), IGDLocalSettings(patch=16, stride=8))
+
+
+def test_fused_score_is_global_plus_max_over_local_patches():
+    torch.manual_seed(4)
+    glob = IGD(_tiny(image_size=16)).eval()
+    local = IGD(_tiny(image_size=8)).eval()
+    images = torch.rand(3, 3, 16, 16)
+    out = fused_scores(glob, local, images, stride=4)
+    np.testing.assert_array_equal(out["global"], score_igd(glob, images))
+    patches = [
+        score_igd(local, images[:, :, y : y + 8, x : x + 8]) for y in (0, 4, 8) for x in (0, 4, 8)
+    ]
+    np.testing.assert_allclose(out["local"], np.max(patches, axis=0), rtol=1e-6)  # Eq. 15
+    np.testing.assert_array_equal(out["total"], out["global"] + out["local"])  # Eq. 13
+    alone = fused_scores(glob, None, images)
+    assert set(alone) == {"global", "total"}
+    np.testing.assert_array_equal(alone["total"], out["global"])

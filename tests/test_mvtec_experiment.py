@@ -190,11 +190,11 @@ def test_multiscale_stage_finds_the_scales_of_params(data, runs, tmp_path, monke
     monkeypatch.setenv("UST_PARAMS", str(tmp_path / "params.yaml"))
     loaded = []
 
-    def fake_teacher(p, losses, device="cpu"):
+    def fake_teacher(p, losses, device="cpu", *, out_dir=None):
         loaded.append((p, losses))
         return _teacher(p)
 
-    monkeypatch.setattr(stage, "load_stage_teacher", fake_teacher)
+    monkeypatch.setattr(stage, "stage_teacher", fake_teacher)
     out = tmp_path / "multiscale"
     result = stage.run_mvtec_multiscale(CAT, single, out, progress=False)
     assert loaded == [(33, params["mvtec_train"]["teacher_losses"])]
@@ -299,6 +299,7 @@ def test_feature_baselines_tiny(data, tmp_path):
     assert list(res) == list(mbl.BASELINE_METHODS)
     assert json.loads((out / "baselines.json").read_text()) == res
     assert res["1nn"]["n_fit"] == 30 and res["ocsvm"]["n_fit"] == 120
+    assert res["ocsvm"]["solver"] == "nystroem"  # the paper's sizes need the approximation
     index = validate_category(data, CAT)
     for name in mbl.BASELINE_METHODS:
         for k in METRICS:
@@ -323,6 +324,18 @@ def test_feature_baselines_tiny(data, tmp_path):
         mbl.run_feature_baselines(
             data, CAT, _teacher(17), out, replace(tiny, methods=("knn",)), progress=False
         )
+    with pytest.raises(ValueError, match="OC-SVM solver"):
+        mbl.run_feature_baselines(
+            data, CAT, _teacher(17), out, replace(tiny, ocsvm_solver="svc"), progress=False
+        )
+
+
+def test_feature_baselines_exact_ocsvm_solver(data, tmp_path):
+    tiny = mbl.FeatureBaselineSettings(
+        image_size=NET, methods=("ocsvm",), n_fit=120, ocsvm_solver="exact"
+    )
+    res = mbl.run_feature_baselines(data, CAT, _teacher(17), tmp_path, tiny, progress=False)
+    assert res["ocsvm"]["solver"] == "exact" and 0.0 <= res["ocsvm"]["au_pro"] <= 1.0
 
 
 def test_descriptor_sample_is_seeded_and_normalised(data):
@@ -347,11 +360,11 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
     out = tmp_path / "ssim"
     cfg = SSIMAEConfig(latent_dim=8, epochs=1, batch_size=4, num_patches=4)
     settings = mbl.SSIMAEBaselineSettings(
-        image_size=128, stride=64, autoencoder=cfg, save_maps=True
+        image_size=128, stride=64, autoencoder=cfg, save_maps=True, texture_categories=(CAT,)
     )
     res = mbl.run_ssim_ae_baseline(data, CAT, out, settings, progress=False)
     assert json.loads((out / "ssim_ae.json").read_text()) == res
-    assert res["patch"] == 128 and res["stride"] == 64
+    assert res["patch"] == 128 and res["stride"] == 64 and res["protocol"] == "crops"
     for k in METRICS:
         assert 0.0 <= res[k] <= 1.0
     index = validate_category(data, CAT)
@@ -360,8 +373,60 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
         assert m.shape == s.size and m.min() >= 0.0 and m.max() <= 2.0
     assert (out / "ssim_ae_last.pt").is_file()
     with pytest.raises(ValueError, match="patch"):
+        mbl.run_ssim_ae_baseline(data, CAT, out, replace(settings, image_size=64), progress=False)
+
+
+def _spy_ssim_ae(monkeypatch) -> dict:
+    """Record what run_ssim_ae_baseline trains on (images and SSIMAEConfig)."""
+    import ust.baselines.ssim_ae as sae
+
+    seen: dict = {}
+    real = sae.train_ssim_ae
+
+    def spy(images, config, **kw):
+        seen["images"], seen["config"] = images, config
+        return real(images, config, **kw)
+
+    monkeypatch.setattr(sae, "train_ssim_ae", spy)
+    return seen
+
+
+def test_ssim_ae_textures_train_on_crops_objects_on_augmented_whole_images(
+    data, tmp_path, monkeypatch
+):
+    """docs/decisions.md#ssim-ae-protocol: a texture category is cropped and evaluated patch-wise,
+    any other category is an object: whole images, rotated/translated/mirrored, evaluated whole."""
+    seen = _spy_ssim_ae(monkeypatch)
+    cfg = SSIMAEConfig(latent_dim=8, epochs=1, batch_size=4, num_patches=4)
+    base = mbl.SSIMAEBaselineSettings(image_size=256, stride=64, autoencoder=cfg)
+    texture = replace(base, texture_categories=(CAT,))
+    res = mbl.run_ssim_ae_baseline(data, CAT, tmp_path / "tex", texture, progress=False)
+    assert seen["images"].shape[-2:] == (256, 256)
+    assert seen["config"].protocol == "crops" and seen["config"].input_size == 128
+    assert seen["config"].latent_dim == 8 and not (seen["config"].hflip or seen["config"].vflip)
+    assert (res["protocol"], res["patch"], res["stride"]) == ("crops", 128, 64)
+    assert res["augmentation"] is None
+    # the same data as an object (the default texture list names only MVTec AD's five)
+    obj = replace(base, image_size=128, hflip_categories=(CAT,), object_latent_dim=12)
+    assert CAT not in obj.texture_categories
+    res = mbl.run_ssim_ae_baseline(data, CAT, tmp_path / "obj", obj, progress=False)
+    got = seen["config"]
+    assert got.protocol == "whole" and got.input_size == 128 == seen["images"].shape[-1]
+    assert (got.latent_dim, got.hflip, got.vflip) == (12, True, False)
+    assert (got.max_rotation, got.max_translation) == (3.0, 0.05)
+    assert (res["protocol"], res["patch"], res["stride"]) == ("whole", 128, None)
+    assert res["augmentation"] == {
+        "max_rotation": 3.0,
+        "max_translation": 0.05,
+        "hflip": True,
+        "vflip": False,
+    }
+    for k in METRICS:
+        assert 0.0 <= res[k] <= 1.0
+    assert cfg.protocol == "crops" and cfg.latent_dim == 8  # the caller's config is not modified
+    with pytest.raises(ValueError, match="whole images"):
         mbl.run_ssim_ae_baseline(
-            data, CAT, out, mbl.SSIMAEBaselineSettings(image_size=64), progress=False
+            data, CAT, tmp_path / "x", replace(obj, image_size=64), progress=False
         )
 
 

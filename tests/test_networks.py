@@ -10,8 +10,8 @@ from ust.method.networks import ARCHITECTURES, count_parameters, macs_per_pixel,
 
 
 def patchwise(net, x, chunk=128):
-    """Reference: evaluate the patch network on every p×p window of the zero-padded image
-    (docs/decisions.md#dense-transformation).
+    """Reference: evaluate the patch network on the p×p patch centred on every pixel (the image
+    zero-padded by (p−1)//2 on each side; docs/decisions.md#dense-transformation).
 
     The windows go through the network ``chunk`` at a time: the 2·37·42 windows of a p = 65 image
     pair in one batch would need ~10 GB of first-layer activations.
@@ -40,19 +40,54 @@ def test_parameter_counts_match_spec(p, variant, expected):
     assert count_parameters(patch_net(p, variant=variant)) == expected
 
 
-@pytest.mark.parametrize("p,rf", [(17, 17), (33, 32), (65, 60)])
-def test_patch_net_shape_and_receptive_field(p, rf):
+@pytest.mark.parametrize("p,rf,offset", [(17, 17, 0), (33, 32, 0), (65, 60, 2)])
+def test_patch_net_shape_and_receptive_field(p, rf, offset):
     net = patch_net(p)
-    assert net.rf == rf
+    assert (net.rf, net.offset) == (rf, offset)
     out = net(torch.randn(4, 3, p, p))
     assert out.shape == (4, 128)
     assert net.decode(out).shape == (4, 512)
-    # Pixels outside the effective receptive field never matter (floor pooling drops them).
+    # Pixels outside the centred rf×rf field never matter; the field itself does.
     x = torch.randn(2, 3, p, p)
     y = x.clone()
-    y[..., rf:, :] = 7.0
-    y[..., :, rf:] = -3.0
+    y[..., :offset, :] = 7.0
+    y[..., offset + rf :, :] = 7.0
+    y[..., :, :offset] = -3.0
+    y[..., :, offset + rf :] = -3.0
     torch.testing.assert_close(net(x), net(y))
+    assert torch.equal(net.field(x), x[..., offset : offset + rf, offset : offset + rf])
+    for r in (offset, offset + rf - 1):  # the first and last row of the field are read
+        z = x.clone()
+        z[..., r, :] += 5.0
+        assert not torch.allclose(net(x), net(z))
+
+
+VARIANTS = [(p, v) for p in ARCHITECTURES for v in ARCHITECTURES[p]]
+
+
+def _support(g: torch.Tensor) -> tuple[int, int]:
+    nonzero = torch.nonzero(g).flatten()
+    return int(nonzero.min()), int(nonzero.max())
+
+
+@pytest.mark.parametrize("p,variant", VARIANTS)
+def test_dense_descriptor_is_centred_on_its_pixel(p, variant):
+    """The input-gradient support of dense output (r, c) spans the effective receptive field and is
+    centred on (r, c): exactly for odd fields, ½ px above/left for even ones (before: p = 65 was
+    2.5 px and the printed p = 33 variant 1.5 px off; docs/decisions.md#dense-transformation)."""
+    torch.manual_seed(0)
+    net = patch_net(p, d=8, variant=variant)
+    size, (r, c) = p + 20, (p // 2 + 10, p // 2 + 9)
+    x = torch.randn(1, 3, size, size, requires_grad=True)
+    dense_net(net)(x)[0, :, r, c].sum().backward()
+    g = x.grad.abs().sum((0, 1))
+    (top, bottom), (left, right) = _support(g.sum(1)), _support(g.sum(0))
+    assert bottom - top + 1 == net.rf and right - left + 1 == net.rf
+    for centre, pixel in (((top + bottom) / 2, r), ((left + right) / 2, c)):
+        assert abs(centre - pixel) <= 0.5
+        assert centre - pixel == (0.0 if net.rf % 2 else -0.5)
+    assert (top, left) == (r - net.rf // 2, c - net.rf // 2)
+    assert dense_net(net).padding(size, size)[0] == net.rf // 2
 
 
 def test_printed_layer_sizes_p65():
@@ -129,9 +164,9 @@ def test_dense_gradients_equal_patchwise_gradients(p):
     net = patch_net(p, d=16)
     h, w = net.rf + 3, net.rf + 4
     x = torch.randn(2, 3, h, w)
-    top = (p - 1) // 2
+    top, half = (p - 1) // 2, net.rf // 2  # output r reads rows r − rf//2 … r − rf//2 + rf − 1
     weight = torch.zeros(2, 16, h, w)
-    weight[:, :, top : h - net.rf + top + 1, top : w - net.rf + top + 1] = 1.0
+    weight[:, :, half : h - net.rf + half + 1, half : w - net.rf + half + 1] = 1.0
     weight *= torch.randn_like(weight)
 
     def grads(fn):
@@ -146,8 +181,8 @@ def test_dense_gradients_equal_patchwise_gradients(p):
         # Only the weighted (interior) positions enter the loss, so only their windows are needed.
         xp = F.pad(t, (top, p - 1 - top, top, p - 1 - top))
         out = torch.zeros(2, 16, h, w)
-        for r in range(top, h - net.rf + top + 1):
-            for c in range(top, w - net.rf + top + 1):
+        for r in range(half, h - net.rf + half + 1):
+            for c in range(half, w - net.rf + half + 1):
                 out[:, :, r, c] = net(xp[:, :, r : r + p, c : c + p])
         return out
 

@@ -5,11 +5,14 @@ small parameters through papermill, then assertions on the values the notebooks 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+import numpy as np
 import papermill
 import pytest
 import torch
@@ -40,6 +43,30 @@ def run_notebook(name, out_nb, **params):
     )
 
 
+def _outputs(nb):
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+
+
+def _printed(nb) -> str:
+    return "".join(o.get("text", "") for o in _outputs(nb) if o["output_type"] == "stream")
+
+
+def assert_shows_results(nb, name: str) -> None:
+    """An executed chapter notebook shows at least one figure (an ``image/png`` output), the paper
+    comparison (a DataFrame whose HTML has a ``paper`` column) and no error."""
+    outputs = _outputs(nb)
+    assert not [o for o in outputs if o["output_type"] == "error"], name
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} shows no figure"
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert re.search(r"<th>paper[^<]*</th>", html), f"{name} shows no paper comparison table"
+
+
+def _substituted(nb, teacher: str) -> None:
+    """Without the pipeline's teacher, the notebook says it trained a smoke-size substitute."""
+    if not (ROOT / "results" / "teachers" / teacher / "teacher.pt").exists():
+        assert "smoke-size substitute" in _printed(nb)
+
+
 def test_teacher_notebook_smoke(tmp_path, smoke_env):
     out = tmp_path / "teacher"
     run_notebook(
@@ -60,6 +87,86 @@ def test_teacher_notebook_smoke(tmp_path, smoke_env):
     assert (out / "nearest_neighbours.png").stat().st_size > 0
     net = load_teacher(out / "teacher.pt")
     assert dense_net(net)(torch.rand(1, 3, 9, 10)).shape == (1, 128, 9, 10)
+    nb = nbformat.read(tmp_path / "10.ipynb", as_version=4)
+    assert_shows_results(nb, "10")
+    assert f"{metrics['triplet_accuracy_trained']:.3f} after 3 iterations" in _printed(nb)
+
+
+def test_oneclass_notebook_smoke_without_the_pipeline(tmp_path, smoke_env):
+    out = tmp_path / "oneclass"
+    nb = run_notebook(
+        "20_one_class.ipynb",
+        tmp_path / "20.ipynb",
+        dataset="mnist",
+        normal_class=0,
+        out_dir=str(out),
+    )
+    assert_shows_results(nb, "20")
+    _substituted(nb, "p33/mc")
+    aucs = json.loads((out / "metrics.json").read_text())["auc"]
+    with np.load(out / "scores.npz") as scores:
+        assert set(scores.files) == {"labels", "classes", *aucs}
+    students = json.loads((out / "students-mc.json").read_text())["auc"]
+    assert f"ROC-AUC {students:.3f}" in _printed(nb)
+
+
+def test_mvtec_notebook_smoke_without_the_pipeline(tmp_path, smoke_env):
+    out = tmp_path / "p33"
+    nb = run_notebook(
+        "30_mvtec_single_scale.ipynb",
+        tmp_path / "30.ipynb",
+        category="brick",
+        patch_size=33,
+        out_dir=str(out),
+    )
+    assert_shows_results(nb, "30")
+    _substituted(nb, "p33/mc")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"AU-PRO {metrics['au_pro']:.3f}" in _printed(nb)
+    assert "not in the paper" in _printed(nb)
+
+
+def test_multiscale_notebook_builds_missing_single_scale_runs(tmp_path, smoke_env):
+    out = tmp_path / "multiscale"
+    nb = run_notebook(
+        "31_mvtec_multiscale.ipynb",
+        tmp_path / "31.ipynb",
+        category="grass",
+        single_scale_dir=str(tmp_path / "none"),
+        out_dir=str(out),
+    )
+    assert_shows_results(nb, "31")
+    assert "no finished single-scale run for p = 17" in _printed(nb)
+    for p in yaml.safe_load((ROOT / "profiles/smoke.yaml").read_text())["mvtec"]["patch_sizes"]:
+        assert (out / "substitutes" / "mvtec" / "grass" / f"p{p}" / "metrics.json").exists()
+    assert all((out / name).stat().st_size > 0 for name in ("figure1.png", "pro_curves.png"))
+    fused = json.loads((out / "metrics.json").read_text())
+    assert f"multiscale AU-PRO {fused['au_pro']:.3f}" in _printed(nb)
+
+
+def test_mds_notebook_smoke_without_the_pipeline(tmp_path, smoke_env):
+    out = tmp_path / "mds"
+    nb = run_notebook("40_mds_visualization.ipynb", tmp_path / "40.ipynb", out_dir=str(out))
+    assert_shows_results(nb, "40")
+    _substituted(nb, "p33/mc")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "figure4_mds.png").stat().st_size > 0
+    assert f"ROC-AUC {metrics['auc']:.3f}" in _printed(nb)
+
+
+def test_overview_notebook_on_a_copy_of_figures(tmp_path, smoke_env):
+    shutil.copytree(ROOT / "figures", tmp_path / "figures")
+    nb = run_notebook(
+        "00_overview.ipynb", tmp_path / "00.ipynb", figures_dir=str(tmp_path / "figures")
+    )
+    outputs = _outputs(nb)
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("<th>paper" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    profile = json.loads((ROOT / "figures/summary.json").read_text())["profile"]
+    assert f"Profile `{profile}`:" in _printed(nb)
+    empty = run_notebook("00_overview.ipynb", tmp_path / "00e.ipynb", figures_dir=str(tmp_path))
+    assert "make reproduce" in _printed(empty)
 
 
 def _git_files():
@@ -142,6 +249,7 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     assert "| teacher | 3 |" in timings and "| mds | 1 |" in timings
     assert "(profile `smoke`): `teacher.iterations`" in (repo / "figures/oneclass.md").read_text()
     assert (repo / "build/preflight.ok").read_text().startswith("preflight passed")
+    _check_executed_notebooks(sh, repo)
     status = sh(str(BIN / "dvc"), "status")
     assert status.returncode == 0
     assert "up to date" in status.stdout, status.stdout
@@ -175,6 +283,22 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     status = sh(str(BIN / "dvc"), "queue", "status")
     assert "Queued" in status.stdout, status.stdout
     sh(str(BIN / "dvc"), "queue", "remove", "--all")
+
+
+def _check_executed_notebooks(sh, repo: Path) -> None:
+    """Under DVC every stage notebook shows its figures and paper comparison, nothing was
+    substituted, and the executed notebooks render to one HTML page each."""
+    executed = sorted((repo / "results/notebooks").glob("*.ipynb"))
+    assert {p.name.split("_")[0].split("-")[0] for p in executed} == {"10", "20", "30", "31", "40"}
+    for path in executed:
+        assert_shows_results(nbformat.read(path, as_version=4), path.name)
+    assert not list((repo / "results").rglob("substitutes"))
+    assert (repo / "results/oneclass/mnist-0/scores.npz").exists()
+    html = sh(sys.executable, "-m", "ust.report.html", "results/notebooks", "results/html")
+    assert html.returncode == 0, html.stderr
+    assert sorted(p.stem for p in (repo / "results/html").glob("*.html")) == [
+        p.stem for p in executed
+    ]
 
 
 # One module per stage family: editing it must make `dvc status` report the stages whose code deps

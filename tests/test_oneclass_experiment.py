@@ -18,7 +18,7 @@ import torch
 from idx_format import write_idx_gz
 from sklearn.metrics import roc_auc_score
 
-from ust.baselines.igd import IGDConfig
+from ust.baselines.igd import IGDConfig, IGDLocalSettings
 from ust.data.oneclass import load_oneclass, zoom_to_patch
 from ust.experiments.oneclass import (
     FEATURE_BASELINES,
@@ -224,6 +224,38 @@ def test_igd_smoke_one_epoch(data, tmp_path):
     assert res["scores"].shape == (len(data.test),) and np.isfinite(res["scores"]).all()
     assert res["n_fit"] == 16 and len(res["history"]) == 1
     assert (tmp_path / "igd" / "igd_last.pt").is_file()
+    assert res["auc_global"] == res["auc"] and "auc_local" not in res  # global model only
+    assert res["local"] is None and res["history_local"] is None
+
+
+def test_igd_local_model_and_fused_score(data, tmp_path, monkeypatch):
+    import ust.experiments.oneclass as oc
+
+    cfg = IGDConfig(image_size=32, batch_size=8, epochs=1, progress=False, seed=0)
+    seen = {}
+    real = oc.fused_scores
+
+    def spy(glob, local, images, stride, batch_size):
+        out = real(glob, local, images, stride, batch_size)
+        seen.setdefault("parts", []).append(out)
+        seen["local_size"], seen["stride"] = local.image_size, stride
+        return out
+
+    monkeypatch.setattr(oc, "fused_scores", spy)
+    local = IGDLocalSettings(patch=16, stride=8)
+    res = run_igd(data, cfg, "cpu", tmp_path / "igd", max_train=16, local=local)
+    assert seen["local_size"] == (16, 16) and seen["stride"] == 8
+    glob = np.concatenate([p["global"] for p in seen["parts"]])
+    loc = np.concatenate([p["local"] for p in seen["parts"]])
+    np.testing.assert_array_equal(res["scores"], glob + loc)  # s = s_G + s_L (Eq. 13)
+    labels = data.test_labels.numpy()
+    assert res["auc"] == pytest.approx(roc_auc_score(labels, glob + loc))
+    assert res["auc_global"] == pytest.approx(roc_auc_score(labels, glob))
+    assert res["auc_local"] == pytest.approx(roc_auc_score(labels, loc))
+    assert res["local"] == {"patch": 16, "stride": 8} and len(res["history_local"]) == 1
+    assert (tmp_path / "igd_local" / "igd_last.pt").is_file()  # its own checkpoint
+    saved = json.loads(write_class_result(res, tmp_path / "igd.json").read_text())
+    assert saved["auc_local"] == res["auc_local"] and saved["local"] == res["local"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from ust.data.patches import (
     HELDOUT_IMAGES,
     ImageSource,
     PatchTriplets,
+    count_image_files,
+    draw_zoom,
     find_image_files,
     rgb_to_gray3,
     zoomed_crop,
@@ -31,8 +33,31 @@ def test_shapes_range_and_meta(triplets):
     for x in (a, p, n):
         assert x.shape == (3, P, P) and x.dtype == torch.float32
         assert 0.0 <= x.min().item() and x.max().item() <= 1.0
-    assert 4 * P <= meta["anchor_zoom"] <= 16 * P and meta["anchor_zoom"] % P == 0
+    assert 4 * P <= meta["anchor_zoom"] <= 16 * P
     assert len(triplets) == 2000
+
+
+def test_zoom_draws_cover_every_integer_size(triplets):
+    """s ∈ {4p, 4p + 1, …, 16p}: all 12p + 1 = 205 sizes, not only the 13 multiples of p."""
+    metas = [triplets.sample_params(i) for i in range(2000)]
+    sizes = [m[k] for m in metas for k in ("anchor_zoom", "negative_zoom")]
+    assert set(sizes) == set(range(4 * P, 16 * P + 1))  # 4000 draws, ≈ 19.5 per size
+    assert sum(s % P != 0 for s in sizes) > 0.9 * len(sizes)
+
+
+@pytest.mark.parametrize("p", [17, 33, 65])
+def test_draw_zoom_is_uniform_over_every_integer(p):
+    from scipy.stats import chisquare
+
+    rng = np.random.default_rng(0)
+    lo, hi = 4 * p, 16 * p
+    n_sizes = hi - lo + 1
+    draws = np.array([draw_zoom(rng, p, (4, 16)) for _ in range(40 * n_sizes)])
+    assert draws.min() == lo and draws.max() == hi
+    counts = np.bincount(draws - lo, minlength=n_sizes)
+    assert (counts > 0).all() and len(counts) == n_sizes
+    assert chisquare(counts).pvalue > 1e-3  # uniform: no size favoured
+    assert draw_zoom(rng, p, (3, 3)) == 3 * p
 
 
 def test_deterministic_for_seed_and_order_independent(triplets):
@@ -136,10 +161,31 @@ def test_folder_source_nested_and_case_insensitive(tmp_path):
 
 def test_too_few_images_error_names_folder(tmp_path):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "only.png")
-    with pytest.raises(ValueError, match=f"found 1 image.*{tmp_path.name}"):
+    with pytest.raises(ValueError, match=f"found 1 image.*{tmp_path.name}.*ImageNet"):
         PatchTriplets(tmp_path, P, 4)
+    assert count_image_files(tmp_path, 4) == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
         PatchTriplets(tmp_path / "missing", P, 4)
+
+
+@pytest.mark.parametrize("split", ["train", "heldout", "all"])
+def test_a_missing_folder_never_falls_back_to_embedded_photographs(tmp_path, split):
+    missing = tmp_path / "imagenet" / "train"
+    with pytest.raises(FileNotFoundError) as err:
+        PatchTriplets(missing, P, 4, split=split)
+    assert str(missing) in str(err.value) and "ILSVRC2012" in str(err.value)
+    (missing / "n01440764").mkdir(parents=True)  # the class folders exist, the images do not
+    with pytest.raises(ValueError, match=r"found 0 image\(s\) under .*imagenet/train"):
+        PatchTriplets(missing, P, 4, split=split)
+
+
+def test_a_relative_folder_is_taken_from_the_repository_root(tmp_path, monkeypatch):
+    from ust.paths import ROOT
+
+    monkeypatch.chdir(tmp_path)  # not the current directory
+    relative = "ust/data"  # a folder of the repository without images
+    with pytest.raises(ValueError, match=f"found 0 image.*{ROOT / relative}"):
+        PatchTriplets(relative, P, 4)
     with pytest.raises(ValueError, match="split must be one of"):
         PatchTriplets("embedded", P, 4, split="test")
 

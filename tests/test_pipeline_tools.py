@@ -123,6 +123,7 @@ def test_preflight_names_every_missing_input_of_a_paper_like_profile(smoke, tmp_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     params = copy.deepcopy(smoke)
     params["teachers"] = {"p33-kc": {"p": 33, "losses": "kc"}}
+    params["teacher"]["images"] = str(tmp_path / "imagenet" / "train")
     params["oneclass"]["datasets"] = ["cifar10"]
     params["oneclass_data"]["cifar10"] = {
         "source": "torchvision",
@@ -135,13 +136,89 @@ def test_preflight_names_every_missing_input_of_a_paper_like_profile(smoke, tmp_
         "root": str(tmp_path / "mv"),
     }
     found = preflight.problems(params)
-    assert len(found) == 3
+    assert len(found) == 4
+    assert found[0].startswith(
+        f"[teacher images] `teacher.images`: no folder at {tmp_path / 'imagenet' / 'train'}. "
+    )
+    assert "put the ImageNet training images there" in found[0]
+    found = found[1:]
     assert found[0].startswith("[teacher (λ_k > 0)] ImageNet ResNet-18 weights not found")
     assert RESNET18_FILENAME in found[0]
     assert found[1].startswith("[oneclass cifar10] CIFAR-10 not found")
     assert "data_batch_1" in found[1]
     assert found[2].startswith(f"[mvtec] MVTec AD not found at {tmp_path / 'mv'}")
     assert "mvtec_data.root" in found[2]
+
+
+def _images(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{i}.JPEG").write_bytes(b"")  # preflight counts files; it decodes nothing
+
+
+def test_preflight_checks_the_teacher_image_folder(smoke, tmp_path):
+    """A missing folder, one without images (ImageNet class folders, no files) and one with too few
+    images are problems naming `teacher.images`; enough images pass; the relative default is taken
+    from the repository root (docs/decisions.md#offline-teacher-images)."""
+    params = copy.deepcopy(smoke)
+    imagenet = tmp_path / "imagenet" / "train"
+    params["teacher"]["images"] = str(imagenet)
+    (found,) = preflight.problems(params)
+    assert "`teacher.images`: no folder at" in found and str(imagenet) in found
+    (imagenet / "n01440764").mkdir(parents=True)
+    (found,) = preflight.problems(params)
+    assert f"`teacher.images`: the folder {imagenet} holds 0 image file(s)" in found
+    assert "ILSVRC2012" in found
+    _images(imagenet / "n01440764", 3)
+    (found,) = preflight.problems(params)
+    assert "holds 3 image file(s), at least 4 are needed" in found
+    _images(imagenet / "n01443537", 2)
+    assert preflight.problems(params) == []
+    params["teacher"]["images"] = "data/imagenet/train"
+    if not (ROOT / "data/imagenet/train").is_dir():
+        (found,) = preflight.problems(params)
+        assert f"no folder at {ROOT / 'data/imagenet/train'}" in found
+
+
+def test_the_paper_profile_never_pretrains_on_the_bundled_photographs(smoke):
+    params = copy.deepcopy(smoke)
+    assert preflight.problems(params) == []  # offline profiles may
+    params["profile"] = "paper"
+    (found,) = preflight.problems(params)
+    assert found.startswith(
+        "[teacher images] `teacher.images` is 'embedded', but profile `paper` pretrains its "
+        "teachers on ImageNet"
+    )
+    assert "data/imagenet/train" in found
+
+
+def test_preflight_of_the_paper_profile_stops_without_imagenet(paper, tmp_path):
+    """Acceptance: `UST_PARAMS=profiles/paper.yaml python -m ust.experiments.preflight x.ok`
+    without an ImageNet folder stops, naming `teacher.images` and the folder it expected (the other
+    inputs point into tmp_path so that nothing is downloaded)."""
+    params = copy.deepcopy(paper)
+    expected = ROOT / params["teacher"]["images"]
+    if expected.is_dir():  # a checkout that holds ImageNet: expect a folder that does not exist
+        params["teacher"]["images"] = str(tmp_path / "imagenet" / "train")
+        expected = tmp_path / "imagenet" / "train"
+    for entry in params["oneclass_data"].values():
+        entry.update(root=str(tmp_path / "torchvision"), download=False)
+    params["mvtec_data"]["root"] = str(tmp_path / "mvtec")
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "UST_PARAMS": str(path), "TORCH_HOME": str(tmp_path / "th")}
+    marker = tmp_path / "x.ok"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ust.experiments.preflight", str(marker)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and proc.stdout == "" and not marker.exists()
+    assert "profile `paper` cannot run" in proc.stderr and "nothing was computed" in proc.stderr
+    first = proc.stderr.splitlines()[1]
+    assert first.startswith(f"1. [teacher images] `teacher.images`: no folder at {expected}.")
 
 
 def test_preflight_command_removes_the_marker_and_writes_nothing_on_failure(

@@ -7,7 +7,9 @@ stays cheap and a DVC stage's dependencies are exactly the modules it imports):
   :class:`StudentTeacher`, :func:`make_students`, :func:`anomaly_scores`;
 * training — :func:`pretrain`, :func:`train_students`, :class:`StudentTrainingConfig`;
 * evaluation — :func:`au_pro`, :func:`pro_curve`, :func:`pixel_roc_auc`, :func:`image_roc_auc`,
-  :func:`roc_auc`, :func:`evaluate_maps`.
+  :func:`roc_auc`, :func:`evaluate_maps`;
+* your own images — :class:`Detector` (fit on good images, save/load, predict, export) and
+  :class:`DetectorConfig`.
 
 ``docs/architecture.md`` maps every paper concept to its file.
 """
@@ -37,6 +39,8 @@ _API = {
     "image_roc_auc": "ust.eval.metrics",
     "roc_auc": "ust.eval.metrics",
     "evaluate_maps": "ust.eval.metrics",
+    "Detector": "ust.detector",
+    "DetectorConfig": "ust.detector",
 }
 __all__ = ["__version__", *_API]
 

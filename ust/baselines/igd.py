@@ -38,10 +38,17 @@ Training (EM):
 * Adam (lr 1e-4, weight decay 1e-6) for the auto-encoder+encoder and, separately, for the critic;
   batch 64; ``epochs`` is a parameter (paper 256). There is no epoch selection: the last epoch is used.
 
-Score (Eq. 14, global model): ``s(x) = ℓ_r(x, x̂) + ℓ_h(x)``, higher = more anomalous. The local
-model of Eq. 15 is available as a thin helper: train a second IGD on patches
-(:func:`extract_patches` of the training images) and take :func:`score_igd_local` (max over patches);
-``s = s_G + s_L`` is then ``score_igd(global) + score_igd_local(local)``.
+BatchNorm statistics for scoring: after the last epoch the running mean/variance of every BatchNorm
+layer are recomputed on the training images (:func:`recompute_bn`: a no-grad pass in train mode with
+``momentum=None``, i.e. the average of the per-batch statistics), then ω is re-estimated in eval
+mode. Without it the running statistics after a short run are still mostly their initial 0/1 values
+(momentum 0.1: after k steps a fraction 0.9^k of the initial value remains).
+
+Score (Eq. 13–15): global ``s_G(x) = ℓ_r(x, x̂) + ℓ_h(x)`` (:func:`score_igd`); local
+``s_L(x) = max_ω [ℓ_r + ℓ_h](x^(L)(ω))`` of a second IGD trained on patches
+(:func:`train_igd_local` on all grid patches of :func:`extract_patches`; :func:`score_igd_local`
+takes the max over the same grid); fused ``s = s_G + s_L`` (:func:`fused_scores`). Higher = more
+anomalous.
 
 Input conventions: images are float tensors (N, 3, H, W) in [0, 1] (1-channel input is replicated);
 the encoder applies the ImageNet mean/std normalisation internally (``ust.data.transforms``), the
@@ -64,7 +71,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +104,11 @@ __all__ = [
     "reconstruction_loss",
     "score_igd",
     "score_igd_local",
+    "IGDLocalSettings",
+    "fused_scores",
+    "recompute_bn",
     "train_igd",
+    "train_igd_local",
 ]
 
 RESNET18_IMAGENET_FILE = "resnet18-f37072fd.pth"
@@ -116,6 +127,8 @@ class IGDConfig:
     ``"imagenet"`` when ``pretrained`` else ``"cifar"``. ``image_size`` is (H, W) or one int and must be
     divisible by the down-sampling factor. ``msssim_win_size``/``msssim_levels`` override
     :func:`msssim_settings`. ``sigma_eps`` floors σ_x² (guards a collapsed embedding).
+    ``recompute_bn``: after the last epoch, replace the BatchNorm running statistics by those of
+    the training images (:func:`recompute_bn`) before the final E-step (docs/decisions.md#igd).
     """
 
     image_size: int | tuple[int, int] = 32
@@ -140,6 +153,7 @@ class IGDConfig:
     msssim_levels: int | None = None
     sigma_eps: float = 1e-8
     estep_batch_size: int = 256
+    recompute_bn: bool = True
     progress: bool = True
 
     def hw(self) -> tuple[int, int]:
@@ -536,9 +550,46 @@ def estep(
     return mu, sigma
 
 
+def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_bn(model: IGD, images: torch.Tensor, batch_size: int = 64) -> int:
+    """Replace every BatchNorm layer's running statistics by those of the training images
+    (docs/decisions.md#igd).
+
+    The running buffers are reset, ``momentum`` is set to ``None`` (cumulative average) and the
+    auto-encoder (encoder, then decoder) runs once over (N, 3, H, W) ``images`` in train mode, in
+    ``ceil(N / batch_size)`` near-equal batches (``tensor_split``, no trailing 1-image batch), without
+    gradients. Afterwards each layer's ``running_mean`` is the mean of its per-batch means (the
+    training-set mean of its input when the batches are equal) and ``running_var`` the mean of its
+    per-batch unbiased variances — what ``torch.optim.swa_utils.update_bn`` computes. Momenta and
+    the model's mode are restored; the critic has no BatchNorm. Returns the number of batches.
+    """
+    bns = _batch_norms(model)
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    device = model.mu.device
+    n_chunks = max(1, -(-len(images) // batch_size))
+    chunks = torch.arange(len(images)).tensor_split(n_chunks)
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for idx in chunks:
+            model(images[idx].to(device))
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(chunks)
+
+
 def _config_compatible(saved: dict, config: IGDConfig) -> bool:
     now = asdict(config)
-    ignore = {"epochs", "progress", "estep_batch_size"}
+    ignore = {"epochs", "progress", "estep_batch_size", "recompute_bn"}  # not in the saved state
     return all(saved.get(k) == v for k, v in now.items() if k not in ignore)
 
 
@@ -676,7 +727,9 @@ def train_igd(
             folder from the checkpoint's history first.
 
     Returns:
-        The model (eval mode, ω from a final E-step) and a list with one dict per epoch: ``epoch``,
+        The model (eval mode; BatchNorm statistics recomputed on ``train_images`` when
+        ``config.recompute_bn``, :func:`recompute_bn`; ω from a final E-step in eval mode) and a
+        list with one dict per epoch: ``epoch``,
         ``loss`` (ℓ_h + λ2 ℓ_{f,g}), ``l_h``, ``l_r``, ``l_adv`` (‖d(x̂_α)‖²), ``l_d`` (critic), ``mu_norm``
         and ``sigma`` (ω used in that epoch), ``seconds``.
     """
@@ -704,6 +757,8 @@ def train_igd(
                 },
                 ckpt_path,
             )
+    if config.recompute_bn:
+        recompute_bn(model, images, config.batch_size)  # running statistics of the final weights
     estep(model, images, config.estep_batch_size, bn="eval")  # ω of the final encoder, for scoring
     model.eval()
     return model, history
@@ -781,3 +836,60 @@ def score_igd_local(
     n, p = patches.shape[:2]
     scores = score_igd(model, patches.flatten(0, 1), batch_size)
     return scores.reshape(n, p).max(axis=1)
+
+
+@dataclass(frozen=True)
+class IGDLocalSettings:
+    """The local IGD model of Eq. 15 (docs/decisions.md#igd).
+
+    Attributes:
+        patch: side of the square patches x^(L)(ω) in pixels; a multiple of the encoder's
+            down-sampling (8 for the CIFAR stem) and smaller than the images.
+        stride: step of the patch grid in pixels (training patches and the max of Eq. 15).
+    """
+
+    patch: int = 16
+    stride: int = 8
+
+    def config(self, base: IGDConfig) -> IGDConfig:
+        """The local model's :class:`IGDConfig`: ``base`` with ``image_size = patch``."""
+        return replace(base, image_size=self.patch)
+
+
+def train_igd_local(
+    train_images: torch.Tensor,
+    config: IGDConfig,
+    local: IGDLocalSettings,
+    device: str | torch.device = "cpu",
+    checkpoint_dir: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
+) -> tuple[IGD, list[dict]]:
+    """Train the local IGD model: :func:`train_igd` on every ``local.patch``² patch of the
+    ``local.stride`` grid (:func:`extract_patches`) of (N, 3, H, W) ``train_images`` in [0, 1],
+    i.e. N·P training samples per epoch with ``config``'s optimiser, batch and epochs
+    (``image_size`` set to the patch). Returns (model in eval mode, per-epoch history)."""
+    images = to_three_channels(torch.as_tensor(train_images).float())
+    h, w = images.shape[-2:]
+    if local.patch >= min(h, w):
+        raise ValueError(f"local patches of {local.patch} px must be smaller than {h}×{w} images")
+    patches = extract_patches(images, local.patch, local.stride).flatten(0, 1).contiguous()
+    return train_igd(patches, local.config(config), device, checkpoint_dir, live_dir)
+
+
+def fused_scores(
+    global_model: IGD,
+    local_model: IGD | None,
+    images: torch.Tensor,
+    stride: int = 8,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """IGD anomaly scores of (N, 3, H, W) images in [0, 1] (Eq. 13–15): ``global`` s_G (N,),
+    ``local`` s_L (N,) (max over the ``stride`` grid of the local model's patches; absent without
+    a local model) and ``total`` = s_G + s_L (= s_G without a local model). float64, unitless,
+    higher = more anomalous."""
+    out = {"global": score_igd(global_model, images, batch_size)}
+    out["total"] = out["global"].copy()
+    if local_model is not None:
+        out["local"] = score_igd_local(local_model, images, stride, batch_size)
+        out["total"] = out["global"] + out["local"]
+    return out

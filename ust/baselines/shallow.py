@@ -10,7 +10,9 @@ training descriptors, ``PCA(n_components=0.95, svd_solver="full")``) and then fi
 * :class:`KMeansScorer`: ``KMeans(n_clusters=10, n_init=10, random_state=seed)``, score = distance to the
   nearest centre;
 * :class:`OCSVMScorer`: ``OneClassSVM(kernel="rbf", nu=0.5, gamma="scale")``
-  (docs/decisions.md#feature-baselines), score = −decision_function.
+  (docs/decisions.md#feature-baselines), score = −decision_function; or, with
+  ``solver="nystroem"``, the same ν and γ on a Nyström feature map (``Nystroem`` +
+  ``SGDOneClassSVM``), which the MVTec AD sizes need (docs/decisions.md#mvtec-baseline-subsampling).
 
 All scores are in the units of the PCA-projected descriptor space (Euclidean distances) except OC-SVM's
 (negated signed distance to the separating hyperplane in feature space); higher always means more
@@ -24,9 +26,13 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import SGDOneClassSVM
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import OneClassSVM
 
 __all__ = [
+    "OCSVM_SOLVERS",
     "KMeansScorer",
     "OCSVMScorer",
     "OneNN",
@@ -192,9 +198,34 @@ class KMeansScorer(ShallowScorer):
         return self.kmeans.transform(Z).min(axis=1)
 
 
+#: ``OCSVMScorer`` solvers: the exact kernel OC-SVM (libsvm) or its Nyström approximation
+OCSVM_SOLVERS = ("exact", "nystroem")
+
+
+def scale_gamma(Z: np.ndarray) -> float:
+    """scikit-learn's ``gamma="scale"`` for (N, d) training data: 1 / (d · Var(Z)) (Var over all
+    entries), in 1 / (units of Z)²."""
+    var = float(Z.var())
+    return 1.0 / (Z.shape[1] * var) if var > 0 else 1.0
+
+
 class OCSVMScorer(ShallowScorer):
     """One-class SVM, RBF kernel, ``nu=0.5``, ``gamma="scale"``: score = −decision_function
-    (docs/decisions.md#feature-baselines)."""
+    (docs/decisions.md#feature-baselines).
+
+    Args:
+        nu: ν, the upper bound on the fraction of training outliers (0.5).
+        gamma: RBF γ in 1 / (PCA units)², or ``"scale"`` = :func:`scale_gamma` of the training data.
+        cache_size: libsvm kernel cache in MB (exact solver only).
+        solver: ``"exact"`` = ``sklearn.svm.OneClassSVM``; ``"nystroem"`` = the same kernel
+            approximated by ``Nystroem(n_components)`` landmarks (seeded) and the linear one-class
+            SVM ``SGDOneClassSVM(nu)`` fitted on those features; scoring is
+            −(K(x, landmarks) · v − offset) with v = normalisation · w folded once, which equals
+            ``-SGDOneClassSVM.decision_function(Nystroem.transform(x))`` at a fraction of the cost
+            (docs/decisions.md#mvtec-baseline-subsampling).
+        n_components: Nyström landmarks (capped at the number of training vectors).
+        (plus :class:`ShallowScorer`'s ``pca_variance``, ``max_samples``, ``seed``)
+    """
 
     def __init__(
         self,
@@ -205,20 +236,49 @@ class OCSVMScorer(ShallowScorer):
         nu: float = 0.5,
         gamma: str | float = "scale",
         cache_size: float = 1000.0,
+        solver: str = "exact",
+        n_components: int = 1000,
     ) -> None:
         super().__init__(pca_variance=pca_variance, max_samples=max_samples, seed=seed)
+        if solver not in OCSVM_SOLVERS:
+            raise ValueError(f"unknown OC-SVM solver {solver!r}; expected one of {OCSVM_SOLVERS}")
+        if n_components < 1:
+            raise ValueError(f"n_components must be ≥ 1, got {n_components}")
         self.nu = nu
         self.gamma = gamma
         self.cache_size = cache_size
+        self.solver = solver
+        self.n_components = int(n_components)
         self.svm: OneClassSVM | None = None
+        self.nystroem: Nystroem | None = None
+        self.sgd: SGDOneClassSVM | None = None
+        self._landmark_weights: np.ndarray | None = None
 
     def _fit(self, Z: np.ndarray) -> None:
-        self.svm = OneClassSVM(
-            kernel="rbf", nu=self.nu, gamma=self.gamma, cache_size=self.cache_size
+        if self.solver == "exact":
+            self.svm = OneClassSVM(
+                kernel="rbf", nu=self.nu, gamma=self.gamma, cache_size=self.cache_size
+            ).fit(Z)
+            return
+        gamma = scale_gamma(Z) if self.gamma == "scale" else float(self.gamma)
+        k = min(self.n_components, len(Z))
+        self.nystroem = Nystroem(
+            kernel="rbf", gamma=gamma, n_components=k, random_state=self.seed
         ).fit(Z)
+        self.sgd = SGDOneClassSVM(nu=self.nu, tol=1e-4, random_state=self.seed).fit(
+            self.nystroem.transform(Z)
+        )
+        # decision(x) = K(x, C) @ normalization_.T @ coef_ - offset_ : fold the two matrices once
+        self._landmark_weights = self.nystroem.normalization_.T @ self.sgd.coef_.ravel()
 
-    def _score(self, Z: np.ndarray) -> np.ndarray:
-        return -self.svm.decision_function(Z)
+    def _score(self, Z: np.ndarray, rows: int = 8192) -> np.ndarray:
+        if self.solver == "exact":
+            return -self.svm.decision_function(Z)
+        ny, out = self.nystroem, np.empty(len(Z), dtype=np.float64)
+        for i in range(0, len(Z), rows):  # bounded memory: rows × n_components kernel values
+            k = rbf_kernel(Z[i : i + rows], ny.components_, gamma=ny.gamma)
+            out[i : i + rows] = self.sgd.offset_[0] - k @ self._landmark_weights
+        return out
 
 
 _REGISTRY = {"1nn": OneNN, "kmeans": KMeansScorer, "ocsvm": OCSVMScorer}

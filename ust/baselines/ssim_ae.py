@@ -28,9 +28,16 @@ Loss: ``1 − SSIM`` with pytorch-msssim ``SSIM(win_size=11, win_sigma=1.5, K=(0
 (the thesis' c1 = 0.01, c2 = 0.03 are read as the usual K1, K2, i.e. C1 = (0.01·L)², C2 = (0.03·L)²
 with L = 1 — the convention of every SSIM implementation incl. the one the MVTec baselines used).
 Adam lr 2e-4, weight decay 1e-5, batch and epochs are parameters (thesis ch. 3: 64 / 200; ch. 4: 128 /
-100, d = 128). Training data: ``num_patches`` (thesis 10 000) random ``input_size`` crops of the
-training images, positions drawn once from the seed; textures were down-scaled to 256×256 before
-cropping (``resize_to``).
+100, d = 128). Training data (``protocol``; docs/decisions.md#ssim-ae-protocol), ``num_patches``
+(thesis 10 000) samples drawn once from the seed:
+
+* ``"crops"`` (textures): random ``input_size`` crops of the training images; textures were
+  down-scaled to 256×256 before cropping (``resize_to``);
+* ``"whole"`` (objects, thesis ch. 4): whole training images zoomed to ``input_size``, each sample
+  with a random rotation about the centre (uniform in ±``max_rotation`` degrees), a random
+  translation (uniform in ±``max_translation`` of the side, x and y independently) and, where the
+  object permits it (``hflip``/``vflip``), a mirroring with probability 1/2; bilinear resampling,
+  border pixels extended (:func:`augment_whole`).
 
 Anomaly map: per-pixel ``1 − SSIM`` between a patch and its reconstruction, computed by
 :func:`ssim_map` (standard SSIM formula, 11×11 Gaussian window σ = 1.5 via ``conv2d``); for maps the
@@ -61,13 +68,17 @@ from ust.paths import resolve
 
 __all__ = [
     "ENCODER_TABLE",
+    "PROTOCOLS",
     "SSIMAE",
     "SSIMAEConfig",
+    "augment_whole",
     "gaussian_window",
+    "sample_augmentations",
     "ssim_ae_anomaly_map",
     "ssim_map",
     "to_grayscale",
     "train_ssim_ae",
+    "training_batch",
 ]
 
 # (out_channels, kernel, stride, padding) of Conv1..Conv9 (thesis Table 3.1); "d" = latent size.
@@ -83,6 +94,8 @@ ENCODER_TABLE: list[tuple[int | str, int, int, int]] = [
     ("d", 8, 1, 0),
 ]
 CHECKPOINT_NAME = "ssim_ae_last.pt"
+#: training-data protocols: random crops (textures) or augmented whole images (objects)
+PROTOCOLS = ("crops", "whole")
 
 
 @dataclass
@@ -92,6 +105,9 @@ class SSIMAEConfig:
 
     ``input_size`` ∈ {128, 256} (256 adds the extra layer). ``resize_to`` rescales the training images
     once before cropping (thesis: 256 for textures; ``None`` = as given). ``K`` = (K1, K2) of SSIM.
+    ``protocol`` ∈ :data:`PROTOCOLS`; ``max_rotation`` (degrees), ``max_translation`` (fraction of
+    the image side), ``hflip`` and ``vflip`` describe the ``"whole"`` protocol's augmentation and
+    are ignored by ``"crops"`` (see the module docstring).
     """
 
     latent_dim: int = 100
@@ -107,6 +123,11 @@ class SSIMAEConfig:
     win_sigma: float = 1.5
     K: tuple[float, float] = (0.01, 0.03)
     seed: int = 0
+    protocol: str = "crops"
+    max_rotation: float = 3.0
+    max_translation: float = 0.05
+    hflip: bool = False
+    vflip: bool = False
     progress: bool = True
 
 
@@ -241,8 +262,49 @@ def _crop_positions(n: int, h: int, w: int, size: int, count: int, seed: int) ->
     return torch.stack([idx, ys, xs], dim=1)
 
 
+def sample_augmentations(n: int, count: int, config: SSIMAEConfig) -> torch.Tensor:
+    """``count`` seeded augmentations of the ``"whole"`` protocol over ``n`` images → (count, 6)
+    float64 rows (image index, angle in degrees, x shift, y shift as fractions of the side,
+    horizontal flip ∈ {0, 1}, vertical flip ∈ {0, 1}); a flip is 0 unless the config allows it."""
+    g = torch.Generator().manual_seed(config.seed)
+    idx = torch.randint(0, n, (count,), generator=g).double()
+    angle = (2 * torch.rand(count, generator=g, dtype=torch.float64) - 1) * config.max_rotation
+    shift = (2 * torch.rand(count, 2, generator=g, dtype=torch.float64) - 1) * config.max_translation
+    flips = (torch.rand(count, 2, generator=g) < 0.5).double()
+    flips *= torch.tensor([float(config.hflip), float(config.vflip)], dtype=torch.float64)
+    return torch.cat([idx[:, None], angle[:, None], shift, flips], dim=1)
+
+
+def augment_whole(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply (B, 6) :func:`sample_augmentations` rows to the (B, C, S, S) images they index.
+
+    Output pixel p (normalised coordinates in [−1, 1]) samples the input at R(angle)·M·p − 2·shift,
+    with M the mirroring (x → −x for a horizontal, y → −y for a vertical flip): the content is
+    mirrored, rotated about the centre by the angle and moved by ``shift``·S pixels. Bilinear
+    resampling, border pixels extended (``grid_sample(padding_mode="border")``). Returns (B, C, S, S).
+    """
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"expected square (B, C, S, S) images, got {tuple(images.shape)}")
+    p = params.to(torch.float64)
+    rad = torch.deg2rad(p[:, 1])
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    mx, my = 1 - 2 * p[:, 4], 1 - 2 * p[:, 5]
+    theta = torch.stack(
+        [
+            torch.stack([cos * mx, -sin * my, -2 * p[:, 2]], dim=1),
+            torch.stack([sin * mx, cos * my, -2 * p[:, 3]], dim=1),
+        ],
+        dim=1,
+    ).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def _training_images(images: torch.Tensor, config: SSIMAEConfig) -> torch.Tensor:
-    """(N, C, H, W) float CPU images, rescaled to ``resize_to``; checked against the config."""
+    """(N, C, H, W) float CPU images, rescaled to ``resize_to`` (``"crops"``) or to ``input_size``
+    (``"whole"``); checked against the config."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown SSIM-AE protocol {config.protocol!r}; expected {PROTOCOLS}")
     if not isinstance(images, torch.Tensor):
         images = torch.as_tensor(np.asarray(images))
     if images.dim() != 4 or images.shape[1] != config.in_channels:
@@ -250,13 +312,33 @@ def _training_images(images: torch.Tensor, config: SSIMAEConfig) -> torch.Tensor
             f"expected (N, {config.in_channels}, H, W) training images, got {tuple(images.shape)}"
         )
     images = images.float().cpu()
+    s = config.input_size
+    if config.protocol == "whole":
+        return images if tuple(images.shape[-2:]) == (s, s) else resize(images, s)
     if config.resize_to is not None:
         images = resize(images, config.resize_to)
     h, w = images.shape[-2:]
-    s = config.input_size
     if h < s or w < s:
         raise ValueError(f"training images {h}×{w} are smaller than the {s}×{s} patches")
     return images
+
+
+def _training_samples(images: torch.Tensor, config: SSIMAEConfig) -> torch.Tensor:
+    """The ``num_patches`` samples of one run: crop positions (count, 3) or augmentations (count, 6)."""
+    n, _, h, w = images.shape
+    if config.protocol == "whole":
+        return sample_augmentations(n, config.num_patches, config)
+    return _crop_positions(n, h, w, config.input_size, config.num_patches, config.seed)
+
+
+def training_batch(
+    images: torch.Tensor, samples: torch.Tensor, config: SSIMAEConfig
+) -> torch.Tensor:
+    """The (B, C, S, S) network input of B sample rows (crop positions or augmentations)."""
+    if config.protocol == "whole":
+        return augment_whole(images[samples[:, 0].long()], samples)
+    s = config.input_size
+    return torch.stack([images[i, :, y : y + s, x : x + s] for i, y, x in samples.tolist()])
 
 
 def _resume(
@@ -267,8 +349,9 @@ def _resume(
         return [], 0
     state = torch.load(ckpt_path, map_location=device, weights_only=False)
     ignore = {"epochs", "progress"}
-    saved, now = state["config"], asdict(config)
-    if any(saved.get(k) != v for k, v in now.items() if k not in ignore):
+    saved, now, default = state["config"], asdict(config), asdict(SSIMAEConfig())
+    # a key the checkpoint lacks (written before it existed) had its default value
+    if any(saved.get(k, default[k]) != v for k, v in now.items() if k not in ignore):
         raise ValueError(f"checkpoint {ckpt_path} was written with a different SSIMAEConfig")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
@@ -278,28 +361,26 @@ def _resume(
 def _train_epoch(
     model: SSIMAE,
     images: torch.Tensor,
-    crops: torch.Tensor,
+    samples: torch.Tensor,
     criterion: nn.Module,
     opt: torch.optim.Optimizer,
     config: SSIMAEConfig,
     epoch: int,
 ) -> dict:
-    """One pass over the crops in a seeded order; returns the epoch's history record."""
+    """One pass over the training samples in a seeded order; returns the epoch's history record."""
     t0 = time.perf_counter()
-    s, device = config.input_size, next(model.parameters()).device
+    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    perm = torch.randperm(len(crops), generator=gen)
+    perm = torch.randperm(len(samples), generator=gen)
     total, count = 0.0, 0
     bar = tqdm(
-        range(0, len(crops), config.batch_size),
+        range(0, len(samples), config.batch_size),
         desc=f"SSIM-AE epoch {epoch + 1}/{config.epochs}",
         disable=not config.progress,
         leave=False,
     )
     for b0 in bar:
-        sel = crops[perm[b0 : b0 + config.batch_size]]
-        x = torch.stack([images[i, :, y : y + s, xx : xx + s] for i, y, xx in sel.tolist()])
-        x = x.to(device)
+        x = training_batch(images, samples[perm[b0 : b0 + config.batch_size]], config).to(device)
         loss = 1.0 - criterion(x, model(x))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -316,11 +397,13 @@ def train_ssim_ae(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | os.PathLike | None = None,
 ) -> tuple[SSIMAE, list[dict]]:
-    """Train the SSIM-AE on random ``input_size`` crops of defect-free images.
+    """Train the SSIM-AE on ``num_patches`` samples of defect-free images: random ``input_size``
+    crops (``protocol="crops"``) or augmented whole images (``"whole"``).
 
     Args:
         images: (N, C, H, W) float images in [0, 1], C = ``config.in_channels`` (use
-            :func:`to_grayscale` for RGB), H, W ≥ ``input_size`` (after ``resize_to``).
+            :func:`to_grayscale` for RGB); crops: H, W ≥ ``input_size`` (after ``resize_to``);
+            whole images: zoomed to ``input_size``² here if they are not already.
         config: :class:`SSIMAEConfig`.
         device: torch device.
         checkpoint_dir: if given, ``ssim_ae_last.pt`` is written atomically after every epoch and
@@ -332,7 +415,6 @@ def train_ssim_ae(
     """
     config = config or SSIMAEConfig()
     images = _training_images(images, config)
-    n, _, h, w = images.shape
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -346,13 +428,13 @@ def train_ssim_ae(
         K=config.K,
         channel=config.in_channels,
     ).to(device)
-    crops = _crop_positions(n, h, w, config.input_size, config.num_patches, config.seed)
+    samples = _training_samples(images, config)
     ckpt_path = Path(resolve(checkpoint_dir)) / CHECKPOINT_NAME if checkpoint_dir else None
     history, start_epoch = _resume(ckpt_path, model, opt, config, device)
 
     model.train()
     for epoch in range(start_epoch, config.epochs):
-        history.append(_train_epoch(model, images, crops, criterion, opt, config, epoch))
+        history.append(_train_epoch(model, images, samples, criterion, opt, config, epoch))
         if ckpt_path is not None:
             atomic_torch_save(
                 {

@@ -11,7 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ust import __version__
+from ust.cli.export import add_export_command
+from ust.cli.fit import add_fit_command
 from ust.cli.mvtec import add_mvtec_command
+from ust.cli.predict import add_predict_command
 from ust.cli.teacher import add_teacher_command
 
 DESCRIPTION = "Uninformed Students (Bergmann et al., CVPR 2020): reproduction companion."
@@ -21,6 +24,9 @@ DESCRIPTION = "Uninformed Students (Bergmann et al., CVPR 2020): reproduction co
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_teacher_command,
     add_mvtec_command,
+    add_fit_command,
+    add_predict_command,
+    add_export_command,
 ]
 
 

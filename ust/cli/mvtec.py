@@ -33,8 +33,8 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
         "mvtec",
         help="train students on one MVTec-layout category and evaluate them",
         description=(
-            "Trains M students per receptive field on <data-root>/<category>/train/good (90 %%; "
-            "10 %% validate the score normalisation), writes anomaly maps of the test images as TIFF "
+            "Trains M students per receptive field on <data-root>/<category>/train/good (90 %; "
+            "10 % validate the score normalisation), writes anomaly maps of the test images as TIFF "
             "in the official MVTec AD evaluation layout (<out>/p<p>/maps/<category>/test/<defect>/"
             "<id>.tiff), and metrics.json with au_pro (FPR <= 0.3), pixel_auroc and image_auroc per "
             "scale and for the multiscale fusion (<out>/multiscale). The folder layout is validated "
@@ -84,7 +84,17 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_mvtec(args: argparse.Namespace) -> int:
+    from ust.detector.outputs import os_error_message
+
+    try:
+        return _run_mvtec(args)
+    except OSError as e:  # e.g. a file inside --out in the way: one line, not a traceback
+        raise ValueError(os_error_message(e)) from e
+
+
+def _run_mvtec(args: argparse.Namespace) -> int:
     from ust.data.mvtec import validate_category
+    from ust.detector.outputs import check_output_dir
     from ust.experiments.mvtec_multiscale import run_multiscale
     from ust.experiments.mvtec_single import MVTecRunSettings, run_single_scale
     from ust.experiments.outputs import write_json
@@ -96,6 +106,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
     validate_category(args.data_root, args.category)  # before anything is trained or written
     teacher_dir = args.teacher_dir or resolve("results/teachers")
     teachers = {p: find_teacher(teacher_dir, p) for p in args.patch_sizes}
+    check_output_dir(args.out)  # an existing file, or an unwritable folder: before any training
     settings = MVTecRunSettings(
         image_size=args.image_size,
         students=args.students,

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 from dataclasses import fields
+from pathlib import Path
 
 
 def _lambda(value: str) -> float:
@@ -13,6 +14,21 @@ def _lambda(value: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"loss weights must be >= 0, got {value}")
     return v
+
+
+#: ``--decorrelation`` → (``decorrelation_normalized``, ``decorrelation_squared``) of TeacherConfig
+DECORRELATION_FORMS = {
+    "auto": ("auto", True),
+    "mean": (True, True),
+    "sum": (False, True),
+    "sum-unsquared": (False, False),
+}
+
+
+def _decorrelation_choice(cfg) -> str:
+    """The ``--decorrelation`` value of a TeacherConfig's L_c settings."""
+    pair = (cfg.decorrelation_normalized, cfg.decorrelation_squared)
+    return next(k for k, v in DECORRELATION_FORMS.items() if v == pair)
 
 
 def _positive_int(value: str) -> int:
@@ -52,8 +68,9 @@ def _add_data_options(p: argparse.ArgumentParser, d) -> None:
     p.add_argument(
         "--images",
         default=d.images,
-        help="'embedded' (photographs bundled with scikit-image/scikit-learn) or a folder of images "
-        "(ImageNet ImageFolder tree or flat, searched recursively)",
+        help="a folder of images (ImageNet ImageFolder tree or flat, searched recursively; relative "
+        "to the current directory), or 'embedded' (photographs bundled with "
+        "scikit-image/scikit-learn, not the paper's data)",
     )
     p.add_argument("--patch-size", type=int, choices=PATCH_SIZES, default=d.patch_size)
     p.add_argument(
@@ -79,10 +96,12 @@ def _add_loss_options(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--margin", type=float, default=d.margin, help="triplet margin δ")
     p.add_argument(
         "--decorrelation",
-        choices=("mean", "sum", "sum-unsquared"),
-        default="mean" if d.decorrelation_normalized else "sum",
-        help="L_c form: 'mean' = mean squared off-diagonal correlation (sum / d(d-1), our default), "
-        "'sum' = the thesis' Σ C_kl², 'sum-unsquared' = the paper's Σ C_kl",
+        choices=tuple(DECORRELATION_FORMS),
+        default=_decorrelation_choice(d),
+        help="L_c form: 'mean' = mean squared off-diagonal correlation (sum / d(d-1)), "
+        "'sum' = the thesis' Σ C_kl², 'sum-unsquared' = the paper's Σ C_kl, "
+        "'auto' = 'sum' when --lambda-k > 0 (as printed) and 'mean' otherwise "
+        "(docs/decisions.md#decorrelation-normalisation)",
     )
     p.add_argument(
         "--resnet-weights",
@@ -137,8 +156,11 @@ def teacher_config_from_args(args: argparse.Namespace):
     from ust.method.teacher import TeacherConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(TeacherConfig) if hasattr(args, f.name)}
-    values["decorrelation_normalized"] = args.decorrelation == "mean"
-    values["decorrelation_squared"] = args.decorrelation != "sum-unsquared"
+    normalized, squared = DECORRELATION_FORMS[args.decorrelation]
+    values["decorrelation_normalized"] = normalized
+    values["decorrelation_squared"] = squared
+    if values.get("images", "embedded") != "embedded":  # the command line means the current dir
+        values["images"] = str(Path(values["images"]).expanduser().absolute())
     values["resnet_input_size"] = args.resnet_input_size or None
     return TeacherConfig(**values)
 

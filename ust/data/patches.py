@@ -3,7 +3,10 @@
 
 Sources
 -------
-* any folder of images (an ImageNet ``ImageFolder`` tree or a flat folder, searched recursively);
+* any folder of images (an ImageNet ``ImageFolder`` tree or a flat folder, searched recursively; a
+  relative path is taken from the repository root, :func:`ust.paths.resolve`). The paper's teachers
+  see ImageNet: the ``paper`` profile reads ``data/imagenet/train``. A folder that is missing or
+  holds no images raises an error; there is never a fallback to the bundled photographs;
 * ``"embedded"``: the natural photographs bundled with scikit-image and scikit-learn
   (:data:`EMBEDDED_IMAGES`). The skimage textures brick/grass/gravel build the evaluation anomaly set
   (:mod:`ust.data.synthetic`) and are never used here (:data:`EXCLUDED_SKIMAGE_IMAGES`).
@@ -15,8 +18,8 @@ spread over the sorted list (so an ImageFolder tree loses a few images of many c
 class). ``"all"`` uses every image.
 
 Augmentation (defaults: docs/decisions.md#triplet-augmentation): per sample, the anchor's image is
-zoomed to s×s with s uniform in {4p, …, 16p} (aspect not preserved) and a p×p crop is taken at a
-uniform location. The positive is the crop translated uniformly per axis in ±(p−1)//4 (clamped to
+zoomed to s×s with s uniform over every integer in {4p, 4p + 1, …, 16p} (:func:`draw_zoom`; aspect
+not preserved) and a p×p crop is taken at a uniform location. The positive is the crop translated uniformly per axis in ±(p−1)//4 (clamped to
 the zoomed image), multiplied by U(0.8, 1.2) (clamped to [0, 1]) plus N(0, 0.1²) noise (clamped).
 The negative is a uniform crop of a different, uniformly chosen image with its own zoom. With
 probability 0.1 the whole triplet is converted to grayscale (one decision per triplet, done last so
@@ -38,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ust.paths import resolve
 
 # The skimage textures the evaluation anomaly set is built from; must equal
 # ust.data.synthetic.EVALUATION_IMAGE_NAMES (checked by tests/test_patches.py).
@@ -73,6 +78,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "heldout", "all")
 # Folders with more images than this are read from disk on demand instead of cached in memory.
 AUTO_CACHE_MAX_IMAGES = 2000
+# What to put in an image folder, for the error messages of the sampler and of the preflight check.
+IMAGENET_HINT = (
+    "put the ImageNet training images there (the ILSVRC2012 train set as an ImageFolder tree, e.g. "
+    "<folder>/n01440764/n01440764_10026.JPEG, or all files in one flat folder; a symbolic link to "
+    "an existing copy works)"
+)
+IMAGE_FOLDER_HINT = (
+    f"{IMAGENET_HINT} or any other folder of photographs; 'embedded' selects the bundled "
+    "scikit-image/scikit-learn photographs instead, which are not the paper's data"
+)
 
 
 def _to_chw_uint8(array: np.ndarray) -> torch.Tensor:
@@ -117,21 +132,40 @@ def _embedded_image(name: str) -> torch.Tensor:
     return _to_chw_uint8(getattr(skimage.data, name)())
 
 
-def find_image_files(folder: str | os.PathLike) -> list[Path]:
-    """All image files under ``folder`` (recursive, sorted), by extension, case-insensitive."""
-    root = Path(folder).expanduser()
+def _image_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` resolved (relative: from the repository root); FileNotFoundError if not a folder."""
+    root = resolve(folder)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"image folder {str(root)!r} does not exist; pass a folder of images (ImageNet "
-            "ImageFolder layout or flat) or 'embedded' for the bundled photographs"
-        )
-    files = [
-        Path(dirpath) / f
-        for dirpath, _, names in os.walk(root, followlinks=True)
-        for f in names
-        if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-    ]
-    return sorted(files)
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist: {IMAGE_FOLDER_HINT}")
+    return root
+
+
+def _walk_images(root: Path):
+    """Image files under ``root`` in walk order (lazy), by extension, case-insensitive."""
+    for dirpath, _, names in os.walk(root, followlinks=True):
+        for f in names:
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def find_image_files(folder: str | os.PathLike) -> list[Path]:
+    """All image files under ``folder`` (recursive, sorted), by extension, case-insensitive.
+
+    A relative ``folder`` is taken from the repository root. Raises FileNotFoundError (with what
+    to put there) when it is not a folder.
+    """
+    return sorted(_walk_images(_image_folder(folder)))
+
+
+def count_image_files(folder: str | os.PathLike, at_least: int) -> int:
+    """Number of image files under ``folder``, counting stops at ``at_least`` (cheap on ImageNet's
+    1.28 M files). Raises like :func:`find_image_files` for a missing folder."""
+    n = 0
+    for _ in _walk_images(_image_folder(folder)):
+        n += 1
+        if n >= at_least:
+            break
+    return n
 
 
 def _heldout_indices(n: int, fraction: float) -> list[int]:
@@ -195,8 +229,9 @@ class ImageSource:
         files = find_image_files(folder)
         if len(files) < 2:
             raise ValueError(
-                f"found {len(files)} image(s) under {str(folder)!r}; at least 2 are needed (a negative "
-                f"comes from a different image). Extensions searched: {', '.join(IMAGE_EXTENSIONS)}"
+                f"found {len(files)} image(s) under {str(resolve(folder))!r}; at least 2 are needed "
+                f"(a negative comes from a different image). Extensions searched: "
+                f"{', '.join(IMAGE_EXTENSIONS)}; {IMAGE_FOLDER_HINT}"
             )
         if split != "all":
             if not 0.0 < heldout_fraction < 1.0:
@@ -236,7 +271,9 @@ def image_source(
     heldout_fraction: float = 0.1,
     cache: bool | None = None,
 ) -> ImageSource:
-    """``"embedded"``, a folder path, or an :class:`ImageSource` (returned as is)."""
+    """``"embedded"``, a folder path (relative: from the repository root), or an
+    :class:`ImageSource` (returned as is). A missing or empty folder raises; nothing falls back to
+    the embedded photographs."""
     if isinstance(images, ImageSource):
         return images
     if str(images) == "embedded":
@@ -281,6 +318,13 @@ def zoomed_crop(image: torch.Tensor, size: int, top: int, left: int, p: int) -> 
     return out.clamp_(0.0, 1.0)
 
 
+def draw_zoom(rng: np.random.Generator, p: int, zoom: tuple[int, int]) -> int:
+    """Side s (pixels) an image is zoomed to: uniform over *every* integer in
+    {zoom[0]·p, zoom[0]·p + 1, …, zoom[1]·p} ({4p, …, 16p} by default: 12p + 1 sizes, not only the
+    multiples of p; docs/decisions.md#triplet-augmentation)."""
+    return int(rng.integers(zoom[0] * p, zoom[1] * p + 1))
+
+
 def rgb_to_gray3(x: torch.Tensor) -> torch.Tensor:
     """(…, 3, H, W) → ITU-R 601 luma replicated to 3 channels (same shape)."""
     r, g, b = x.unbind(dim=-3)
@@ -293,7 +337,8 @@ class PatchTriplets(Dataset):
 
     Each is a float (3, p, p) tensor in [0, 1]. With ``return_meta=True`` a 4th element is a dict
     of the sampled values (image indices, zooms, crop corners, requested shift, luminance factor,
-    grayscale flag). Arguments are the augmentation parameters above; ``max_shift=None`` means
+    grayscale flag). Arguments are the augmentation parameters above; ``zoom = (lo, hi)`` bounds the
+    zoomed side s ∈ {lo·p, …, hi·p} (every integer, :func:`draw_zoom`); ``max_shift=None`` means
     (p−1)//4. ``images`` is ``"embedded"``, a folder, or an :class:`ImageSource`.
     """
 
@@ -355,8 +400,8 @@ class PatchTriplets(Dataset):
         i_a = int(rng.integers(n))
         i_n = int(rng.integers(n - 1))
         i_n += i_n >= i_a  # uniform over the other images
-        s_a = p * int(rng.integers(self.zoom[0], self.zoom[1] + 1))
-        s_n = p * int(rng.integers(self.zoom[0], self.zoom[1] + 1))
+        s_a = draw_zoom(rng, p, self.zoom)
+        s_n = draw_zoom(rng, p, self.zoom)
         ya, xa = (int(v) for v in rng.integers(0, s_a - p + 1, size=2))
         dy, dx = (int(v) for v in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
         yn, xn = (int(v) for v in rng.integers(0, s_n - p + 1, size=2))

@@ -55,19 +55,41 @@ class NamedPath:
     name: str
 
 
+def _suffix_names(files: list[Path]) -> list[str]:
+    """Names of files given directly: the stem, or as many parent folders as it takes to tell
+    files with the same stem apart (``a/000``, ``b/000``)."""
+    parts = [f.with_suffix("").parts[len(f.anchor) > 0 :] for f in files]
+    depth = [1] * len(files)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clash = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in clash and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[NamedPath]:
     """Files and folders (searched recursively) → named image files, in the given order.
 
-    Names that would collide (``a.png`` and ``a.jpg``, or the same relative path in two folders)
-    get ``~2``, ``~3``, … appended. Raises FileNotFoundError for a path that does not exist and
-    ValueError when no image is found at all.
+    A file found in a folder is named by its path relative to that folder without suffix
+    (``sub/001``); a file given directly by its stem, with parent folders added while stems clash
+    (``blur/000`` and ``hole/000``). Names that still collide (``a.png`` and ``a.jpg``) get ``~2``,
+    ``~3``, … appended. Raises FileNotFoundError for a path that does not exist and ValueError
+    when no image is found at all.
     """
+    paths = list(paths)
     items: list[NamedPath] = []
+    direct = sorted({Path(p).absolute() for p in paths if Path(p).is_file()})
+    direct_names = dict(zip(direct, _suffix_names(direct)))
     for p in map(Path, paths):
         if p.is_dir():
-            items += [NamedPath(f, f.relative_to(p).with_suffix("").as_posix()) for f in find_images(p)]
+            items += [
+                NamedPath(f, f.relative_to(p).with_suffix("").as_posix()) for f in find_images(p)
+            ]
         elif p.exists():
-            items.append(NamedPath(p, p.stem))
+            items.append(NamedPath(p, direct_names[p.absolute()]))
         else:
             raise FileNotFoundError(f"{p} does not exist")
     if not items:
@@ -117,9 +139,7 @@ def as_image(item: Any) -> torch.Tensor:
         if item.dim() != 3:
             raise ValueError(f"expected an image tensor (C, H, W), got shape {tuple(item.shape)}")
         return check_batch(item[None])[0]
-    raise TypeError(
-        f"expected an image path, a PIL image or a tensor, got {type(item).__name__}"
-    )
+    raise TypeError(f"expected an image path, a PIL image or a tensor, got {type(item).__name__}")
 
 
 def check_batch(images: torch.Tensor) -> torch.Tensor:
@@ -135,8 +155,8 @@ def check_batch(images: torch.Tensor) -> torch.Tensor:
     return to_three_channels(images.float())
 
 
-def as_images(images: Any) -> list[torch.Tensor]:
-    """Any accepted input → a list of (3, H, W) float32 tensors in [0, 1] at their original size.
+def as_items(images: Any) -> list[Any]:
+    """Split any accepted input into single images, none loaded yet.
 
     Accepted: a (B, C, H, W) tensor, one path / PIL image / (C, H, W) tensor, or a sequence of them.
     A folder path stands for the images under it (:func:`find_images`).
@@ -144,12 +164,17 @@ def as_images(images: Any) -> list[torch.Tensor]:
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         return list(check_batch(images))
     if isinstance(images, str | os.PathLike) and Path(images).is_dir():
-        images = [n.path for n in collect_images([images])]
+        return [n.path for n in collect_images([images])]
     if isinstance(images, str | os.PathLike | Image.Image | torch.Tensor):
-        images = [images]
+        return [images]
     if not isinstance(images, Sequence):
         raise TypeError(f"expected images or a sequence of images, got {type(images).__name__}")
-    return [as_image(x) for x in images]
+    return list(images)
+
+
+def as_images(images: Any) -> list[torch.Tensor]:
+    """Any input :func:`as_items` accepts → (3, H, W) float32 tensors in [0, 1], original sizes."""
+    return [as_image(x) for x in as_items(images)]
 
 
 def zoom(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:

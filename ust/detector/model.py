@@ -23,7 +23,7 @@ import torch
 
 from ust.detector.config import DetectorConfig, threshold_rule
 from ust.detector.files import DetectorFileError, read_detector_file, write_detector_file
-from ust.detector.images import as_images, sizes_of, zoom
+from ust.detector.images import as_images, as_items, sizes_of, zoom
 from ust.eval.thresholds import estimate_thresholds
 from ust.experiments.mvtec_single import upsample_map
 from ust.method.networks import NetConfig, PatchNet
@@ -191,9 +191,7 @@ class Detector:
             A :class:`Prediction`; maps are at each image's original size.
         """
         t = self.threshold if threshold is None else float(threshold)
-        items = list(images) if isinstance(images, list | tuple) else [images]
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
-            items = list(images)
+        items = as_items(images)
         step = batch_size or self.config.inference_batch_size
         maps: list[np.ndarray] = []
         for start in range(0, len(items), step):

@@ -106,8 +106,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         args = get_args(hint)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], where)
+        for option in inner:  # the first member that takes the value (bool | str: true, false or
+            try:  # a string such as teacher.decorrelation_normalized's 'auto')
+                return _coerce(value, option, where)
+            except ValueError:
+                pass
+        raise _type_error(value, hint, where)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise _type_error(value, hint, where)
@@ -256,7 +263,9 @@ class OneClassTrainConfig(_Section):
     ``weight_decay``); ``val_fraction`` of the normal training images normalise the scores.
     ``max_train``/``max_test`` cap the images (``None`` = all). Baselines: ``baselines`` on the first
     teacher's descriptors, the autoencoders with ``ae_*``; IGD with ``igd_*`` (``igd_epochs: 0``
-    skips it). See ``docs/decisions.md`` (one-class protocol).
+    skips it; ``igd_local_patch: 0`` trains the global model only, otherwise a local model on
+    ``igd_local_patch``² patches at stride ``igd_local_stride`` is added, docs/decisions.md#igd).
+    See ``docs/decisions.md`` (one-class protocol).
     """
 
     SECTION = "oneclass_train"
@@ -281,6 +290,8 @@ class OneClassTrainConfig(_Section):
     igd_epochs: int = 256
     igd_max_train: int | None = None
     igd_batch: int = 64
+    igd_local_patch: int = 16
+    igd_local_stride: int = 8
 
     @classmethod
     def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
@@ -373,8 +384,13 @@ class MVTecTrainConfig(_Section):
 @dataclass(frozen=True)
 class MVTecBaselinesConfig(_Section):
     """``mvtec_baselines``: Table 2. ``methods`` on the dense descriptors of the p = ``p`` teacher
-    (``n_1nn`` vectors for 1-NN, ``n_fit`` for the others, autoencoders with ``ae_*``) and the SSIM
-    autoencoder (``ssim_ae_*``; ``ssim_ae_epochs: 0`` skips it); see ``docs/decisions.md``."""
+    (``n_1nn`` vectors for 1-NN, ``n_fit`` for the others, autoencoders with ``ae_*``, the OC-SVM
+    solved ``ocsvm_solver`` = ``exact`` or ``nystroem`` with ``ocsvm_components`` landmarks,
+    docs/decisions.md#mvtec-baseline-subsampling) and the SSIM autoencoder (``ssim_ae_*``;
+    ``ssim_ae_epochs: 0`` skips it): crops for ``texture_categories``, augmented whole images
+    (rotation ±``ssim_ae_max_rotation`` degrees, translation ±``ssim_ae_max_translation`` of the
+    side, mirroring for ``ssim_ae_hflip_categories`` / ``ssim_ae_vflip_categories``, latent size
+    ``ssim_ae_object_latent_dim``) for every other category (docs/decisions.md#ssim-ae-protocol)."""
 
     SECTION = "mvtec_baselines"
 
@@ -391,6 +407,31 @@ class MVTecBaselinesConfig(_Section):
     ssim_ae_patches: int = 10_000
     ssim_ae_batch: int = 64
     ssim_ae_stride: int = 30
+    ocsvm_solver: str = "nystroem"
+    ocsvm_components: int = 1000
+    texture_categories: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
+    ssim_ae_object_latent_dim: int = 128
+    ssim_ae_max_rotation: float = 3.0
+    ssim_ae_max_translation: float = 0.05
+    ssim_ae_hflip_categories: tuple[str, ...] = (
+        "bottle",
+        "hazelnut",
+        "screw",
+        "toothbrush",
+        "transistor",
+        "zipper",
+    )
+    ssim_ae_vflip_categories: tuple[str, ...] = ("bottle", "hazelnut", "screw", "zipper")
+
+    @classmethod
+    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        if cfg.ocsvm_solver not in ("exact", "nystroem"):
+            raise ValueError(
+                f"{_where(source, section or cls.SECTION, 'ocsvm_solver')} must be 'exact' or "
+                f"'nystroem', got {cfg.ocsvm_solver!r}"
+            )
+        return cfg
 
 
 # ----------------------------------------------------------------------------------- teacher
@@ -407,7 +448,11 @@ def teacher_from_params(values: Mapping, *, source: str, section: str = "teacher
             "(`teachers.<name>.p` and `losses`); remove it from the section"
         )
     _check_keys(values, TeacherConfig, source, section, hidden=STAGE_TEACHER_KEYS)
-    return TeacherConfig.from_dict(_typed_values(values, TeacherConfig, source, section))
+    typed = _typed_values(values, TeacherConfig, source, section)
+    try:
+        return TeacherConfig.from_dict(typed)
+    except ValueError as err:  # a value TeacherConfig refuses, e.g. decorrelation_normalized: maybe
+        raise ValueError(f"{source}: section {section!r}: {err}") from None
 
 
 # ------------------------------------------------------------------------------ whole pipeline

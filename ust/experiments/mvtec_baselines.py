@@ -44,9 +44,14 @@ from ust.method.students import (
 )
 
 if TYPE_CHECKING:
-    from ust.baselines.ssim_ae import SSIMAEConfig
+    from ust.baselines.ssim_ae import SSIMAE, SSIMAEConfig
 
 BASELINE_METHODS: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae")
+#: MVTec AD's texture categories (the others are objects); docs/decisions.md#ssim-ae-protocol
+MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
+#: objects the SSIM-AE mirrors left-right / top-bottom (the thesis' per-category augmentation table)
+MVTEC_HFLIP: tuple[str, ...] = ("bottle", "hazelnut", "screw", "toothbrush", "transistor", "zipper")
+MVTEC_VFLIP: tuple[str, ...] = ("bottle", "hazelnut", "screw", "zipper")
 #: salt of the descriptor pool's seed (derive_seed(seed, 65)); fixed, whatever the teacher's p
 POOL_SEED_SALT = 65
 
@@ -114,6 +119,9 @@ class FeatureBaselineSettings:
         n_1nn: descriptors in the 1-NN dictionary; n_fit: descriptors fitting the others.
         ae_epochs, ae_lr, ae_batch, ae_weight_decay: autoencoder training ([P] App. C: 100, 1e-4,
             512, 1e-5).
+        ocsvm_solver, ocsvm_components: OC-SVM solver, ``"exact"`` or ``"nystroem"`` with that many
+            landmarks (:class:`ust.baselines.shallow.OCSVMScorer`; the paper's sizes need the
+            approximation, docs/decisions.md#mvtec-baseline-subsampling).
         inference_batch_size: images per forward pass of the teacher.
         chunk_size: descriptor rows per call of a shallow model's score.
         integration_limit: FPR limit of AU-PRO.
@@ -130,6 +138,8 @@ class FeatureBaselineSettings:
     ae_lr: float = 1e-4
     ae_batch: int = 512
     ae_weight_decay: float = 1e-5
+    ocsvm_solver: str = "nystroem"
+    ocsvm_components: int = 1000
     inference_batch_size: int = 8
     chunk_size: int = 65_536
     integration_limit: float = 0.3
@@ -147,6 +157,15 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 def _fit_size(name: str, settings: FeatureBaselineSettings) -> int:
     return settings.n_1nn if name == "1nn" else settings.n_fit
+
+
+def _shallow_options(name: str, settings: FeatureBaselineSettings, device: torch.device) -> dict:
+    """Keyword arguments of :func:`ust.baselines.shallow.make_shallow` beyond PCA and seed."""
+    if name == "1nn":
+        return {"device": str(device)}
+    if name == "ocsvm":
+        return {"solver": settings.ocsvm_solver, "n_components": settings.ocsvm_components}
+    return {}
 
 
 def fit_feature_baselines(
@@ -181,7 +200,7 @@ def fit_feature_baselines(
         X = pool[: _fit_size(name, settings)]
         t0 = time.perf_counter()
         if name in ("1nn", "kmeans", "ocsvm"):
-            kw = {"device": str(device)} if name == "1nn" else {}
+            kw = _shallow_options(name, settings, device)
             est = make_shallow(name, pca_variance=0.95, max_samples=None, seed=seed, **kw).fit(X)
             scorers[name] = (est.score, settings.chunk_size)
         else:
@@ -200,6 +219,7 @@ def fit_feature_baselines(
             scorers[name] = (ae.score, None)
         info[name] = {
             "n_fit": len(X),
+            **({"solver": settings.ocsvm_solver} if name == "ocsvm" else {}),
             "fit_seconds": time.perf_counter() - t0,
             "score_seconds": 0.0,
         }
@@ -268,7 +288,11 @@ def run_feature_baselines(
         ``{method: {"au_pro", "pixel_auroc", "image_auroc", "n_fit", "fit_seconds",
         "score_seconds"}}``, also written to ``<out_dir>/baselines.json``.
     """
+    from ust.baselines.shallow import OCSVM_SOLVERS
+
     methods = check_methods(settings.methods)
+    if settings.ocsvm_solver not in OCSVM_SOLVERS:
+        raise ValueError(f"unknown OC-SVM solver {settings.ocsvm_solver!r}; use {OCSVM_SOLVERS}")
     index = validate_category(data_root, category)
     device = torch.device(device)
     teacher_net = as_teacher(teacher, device)
@@ -308,15 +332,23 @@ def _save_map_folder(
 
 @dataclass(frozen=True)
 class SSIMAEBaselineSettings:
-    """Settings of :func:`run_ssim_ae_baseline` (defaults: thesis ch. 3, ``docs/decisions.md``).
+    """Settings of :func:`run_ssim_ae_baseline` (defaults: the thesis,
+    docs/decisions.md#ssim-ae-protocol).
 
     Attributes:
         image_size: side the grayscale images are zoomed to.
-        patch: patch side, default 128 or ``image_size`` if smaller; must be 128 or 256 (the only
-            input sizes of the architecture).
-        stride: step between evaluated patches in pixels (thesis ch. 3: 30).
+        patch: texture patch side, default 128 or ``image_size`` if smaller; must be 128 or 256
+            (the only input sizes of the architecture). Objects use the whole image
+            (``image_size``, also 128 or 256).
+        stride: step between evaluated texture patches in pixels (thesis ch. 3: 30).
         autoencoder: an :class:`ust.baselines.ssim_ae.SSIMAEConfig` (copied; ``None`` = its
-            defaults); its input size, channels, seed and progress are set by the run.
+            defaults); its input size, channels, protocol, flips, seed and progress are set by the
+            run (its ``max_rotation``/``max_translation`` are the objects' augmentation ranges).
+        texture_categories: categories trained on random crops and evaluated patch-wise; every
+            other category is an object: augmented whole images, evaluated whole.
+        hflip_categories, vflip_categories: objects also mirrored left-right / top-bottom.
+        object_latent_dim: latent size d of the whole-image (object) autoencoder (thesis ch. 4:
+            128); textures keep ``autoencoder.latent_dim``.
         val_fraction, seed: the seeded training split, as for the students.
         integration_limit: FPR limit of AU-PRO.
         save_maps: also write ``<out_dir>/maps_ssim_ae/<category>/test/<defect>/<id>.tiff``.
@@ -326,10 +358,69 @@ class SSIMAEBaselineSettings:
     patch: int | None = None
     stride: int = 30
     autoencoder: SSIMAEConfig | None = None
+    texture_categories: tuple[str, ...] = MVTEC_TEXTURES
+    hflip_categories: tuple[str, ...] = MVTEC_HFLIP
+    vflip_categories: tuple[str, ...] = MVTEC_VFLIP
+    object_latent_dim: int = 128
     val_fraction: float = 0.1
     seed: int = 0
     integration_limit: float = 0.3
     save_maps: bool = False
+
+    def autoencoder_config(self, category: str, *, progress: bool) -> SSIMAEConfig:
+        """The :class:`ust.baselines.ssim_ae.SSIMAEConfig` of ``category``: crops of
+        :meth:`patch_size` for a texture; for an object, whole ``image_size`` images with the
+        category's flips and d = ``object_latent_dim``."""
+        from ust.baselines.ssim_ae import SSIMAEConfig
+
+        cfg = copy.deepcopy(self.autoencoder) if self.autoencoder is not None else SSIMAEConfig()
+        cfg.in_channels, cfg.seed, cfg.progress = 1, self.seed, progress
+        if category in self.texture_categories:
+            cfg.protocol, cfg.input_size = "crops", self.patch_size()
+            cfg.hflip = cfg.vflip = False  # crops are not augmented
+            return cfg
+        if self.image_size not in (128, 256):
+            raise ValueError(
+                f"SSIM-AE on object {category!r} takes whole images: image_size must be 128 or 256, "
+                f"got {self.image_size}"
+            )
+        cfg.protocol, cfg.input_size = "whole", self.image_size
+        cfg.latent_dim = self.object_latent_dim
+        cfg.hflip = category in self.hflip_categories
+        cfg.vflip = category in self.vflip_categories
+        return cfg
+
+    def patch_size(self) -> int:
+        """The texture patch side (checked: 128 or 256 and ≤ ``image_size``)."""
+        patch = min(128, self.image_size) if self.patch is None else int(self.patch)
+        if patch not in (128, 256) or patch > self.image_size:
+            raise ValueError(
+                f"SSIM-AE patch must be 128 or 256 and ≤ image_size={self.image_size}, got {patch}"
+            )
+        return patch
+
+
+def _ssim_ae_maps(
+    model: SSIMAE,
+    test_imgs: torch.Tensor,
+    index: CategoryIndex,
+    stride: int,
+    cfg: SSIMAEConfig,
+    progress: bool,
+) -> list[np.ndarray]:
+    """1 − SSIM maps of (N, 1, S, S) test images, each upsampled to its original (H, W) size:
+    patch-wise with ``stride`` for a crop model, one patch = the whole image for a whole-image
+    model (its input size is S)."""
+    from ust.baselines.ssim_ae import ssim_ae_anomaly_map
+
+    return [
+        upsample_map(
+            ssim_ae_anomaly_map(model, img, stride=stride, win_size=cfg.win_size, K=cfg.K), s.size
+        )
+        for img, s in tqdm(
+            list(zip(test_imgs, index.test)), desc="SSIM-AE maps", disable=not progress
+        )
+    ]
 
 
 def run_ssim_ae_baseline(
@@ -341,58 +432,59 @@ def run_ssim_ae_baseline(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
-    """SSIM-autoencoder baseline ([P] Table 2) with the thesis ch. 3 protocol (``docs/decisions.md``).
+    """SSIM-autoencoder baseline ([P] Table 2; docs/decisions.md#ssim-ae-protocol).
 
-    Grayscale images (BT.601 luma) zoomed to ``image_size``²; the AE (thesis Table 3.1) is trained on
-    random ``patch``² crops of the 90 % training split (``settings.autoencoder``, default ch. 3:
-    d = 100, 10 000 crops, 200 epochs, Adam 2e-4, wd 1e-5, batch 64); test images are evaluated
-    patch-wise with ``stride`` and the per-pixel 1 − SSIM averaged over overlapping patches, then
-    upsampled to the original size. The training state is checkpointed in ``out_dir`` after every
-    epoch (a later call resumes).
+    Grayscale images (BT.601 luma) zoomed to ``image_size``². Textures
+    (``settings.texture_categories``): the AE (thesis Table 3.1) is trained on random ``patch``²
+    crops of the 90 % training split (``settings.autoencoder``, default ch. 3: d = 100, 10 000
+    crops, 200 epochs, Adam 2e-4, wd 1e-5, batch 64) and test images are evaluated patch-wise with
+    ``stride``, the per-pixel 1 − SSIM averaged over overlapping patches. Objects (every other
+    category): the AE takes the whole ``image_size``² image (d = ``object_latent_dim``) and is
+    trained on as many randomly rotated, translated and, per ``hflip_categories`` /
+    ``vflip_categories``, mirrored copies of the training images; a test image is reconstructed
+    whole. Maps are upsampled to the original size. The training state is checkpointed in
+    ``out_dir`` after every epoch (a later call resumes).
 
     Returns:
-        ``{"au_pro", "pixel_auroc", "image_auroc", "patch", "stride", "train_seconds",
-        "score_seconds"}``, also written to ``<out_dir>/ssim_ae.json``.
+        ``{"au_pro", "pixel_auroc", "image_auroc", "protocol", "patch", "stride", "latent_dim",
+        "augmentation", "train_seconds", "score_seconds"}`` (``augmentation``: rotation,
+        translation and flips of the object protocol, ``None`` for textures), also written to
+        ``<out_dir>/ssim_ae.json``.
     """
-    from ust.baselines.ssim_ae import SSIMAEConfig, ssim_ae_anomaly_map, to_grayscale, train_ssim_ae
+    from ust.baselines.ssim_ae import to_grayscale, train_ssim_ae
 
-    image_size, stride, seed = settings.image_size, settings.stride, settings.seed
-    patch = min(128, image_size) if settings.patch is None else int(settings.patch)
-    if patch not in (128, 256) or patch > image_size:
-        raise ValueError(
-            f"SSIM-AE patch must be 128 or 256 and ≤ image_size={image_size}, got {patch}"
-        )
+    cfg = settings.autoencoder_config(category, progress=progress)
+    image_size, seed = settings.image_size, settings.seed
     index = validate_category(data_root, category)
     train_paths, _ = index.split(settings.val_fraction, seed)
     train_imgs = to_grayscale(load_images(train_paths, image_size, "train images", progress))
     test_imgs = to_grayscale(
         load_images([s.path for s in index.test], image_size, "test images", progress)
     )
-    config = settings.autoencoder
-    cfg = copy.deepcopy(config) if config is not None else SSIMAEConfig()
-    cfg.input_size, cfg.in_channels, cfg.seed, cfg.progress = patch, 1, seed, progress
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model, _ = train_ssim_ae(train_imgs, cfg, device=device, checkpoint_dir=out)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    maps = [
-        upsample_map(
-            ssim_ae_anomaly_map(model, img, stride=stride, win_size=cfg.win_size, K=cfg.K), s.size
-        )
-        for img, s in tqdm(
-            list(zip(test_imgs, index.test)), desc="SSIM-AE maps", disable=not progress
-        )
-    ]
+    maps = _ssim_ae_maps(model, test_imgs, index, settings.stride, cfg, progress)
     score_seconds = time.perf_counter() - t0
     if settings.save_maps:
         _save_map_folder(out, "maps_ssim_ae", index, maps)
+    whole = cfg.protocol == "whole"
+    augmentation = {
+        "max_rotation": cfg.max_rotation,
+        "max_translation": cfg.max_translation,
+        "hflip": cfg.hflip,
+        "vflip": cfg.vflip,
+    }
     result = {
         **compute_metrics(maps, load_masks(index.test), settings.integration_limit),
-        "patch": patch,
-        "stride": stride,
+        "protocol": cfg.protocol,
+        "patch": cfg.input_size,
+        "stride": None if whole else settings.stride,
+        "latent_dim": cfg.latent_dim,
+        "augmentation": augmentation if whole else None,
         "train_seconds": train_seconds,
         "score_seconds": score_seconds,
     }

@@ -43,7 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ust.baselines.autoencoders import make_autoencoder, train_autoencoder
-from ust.baselines.igd import IGDConfig, score_igd, train_igd
+from ust.baselines.igd import (
+    IGDConfig,
+    IGDLocalSettings,
+    fused_scores,
+    train_igd,
+    train_igd_local,
+)
 from ust.baselines.shallow import make_shallow
 from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.data.transforms import imagenet_normalize, resize, to_three_channels
@@ -525,6 +531,41 @@ def igd_images(images: torch.Tensor, size: tuple[int, int], mode: str = "pad") -
     raise ValueError(f"unknown mode {mode!r}; expected 'pad' or 'resize'")
 
 
+def _igd_training_images(
+    data: OneClassData, size: tuple[int, int], size_mode: str, max_train: int | None, seed: int
+) -> torch.Tensor:
+    """All normal training images (train + validation split), or a seeded random subset of
+    ``max_train`` of them, brought to IGD's input by :func:`igd_images` → (N, 3, *size)."""
+    normal = torch.cat([data.train, data.val])
+    if max_train is not None and len(normal) > max_train:
+        rng = np.random.default_rng(seed)
+        normal = normal[torch.from_numpy(np.sort(rng.choice(len(normal), max_train, False)))]
+    return igd_images(normal, size, size_mode)
+
+
+def _local_dir(path: str | os.PathLike | None, suffix: str) -> Path | None:
+    """Where the local model's checkpoints / dvclive log go: ``<path>_local`` next to ``path``."""
+    return None if path is None else Path(resolve(path)).with_name(Path(path).name + suffix)
+
+
+def _igd_test_scores(
+    model, local_model, stride: int, test: torch.Tensor, size_mode: str, batch_size: int
+) -> dict[str, np.ndarray]:
+    """:func:`ust.baselines.igd.fused_scores` of the (N, C, H, W) test images, ``batch_size`` at a
+    time → {"global", "total"[, "local"]: (N,) float64}."""
+    parts = [
+        fused_scores(
+            model,
+            local_model,
+            igd_images(test[i : i + batch_size], model.image_size, size_mode),
+            stride,
+            batch_size,
+        )
+        for i in range(0, len(test), batch_size)
+    ]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 def run_igd(
     data: OneClassData,
     config: IGDConfig,
@@ -536,52 +577,64 @@ def run_igd(
     max_train: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
+    local: IGDLocalSettings | None = None,
 ) -> dict:
-    """IGD (global model, docs/decisions.md#igd) on one one-class task; the last epoch is used (no
-    selection).
+    """IGD (docs/decisions.md#igd) on one one-class task; the last epoch is used (no selection).
 
     Images are brought to ``config.image_size`` by :func:`igd_images` (CIFAR-10 native 32 × 32;
     MNIST/Fashion-MNIST zero-padded 28 → 32 by default, ``size_mode="resize"`` zooms instead).
     Training uses all normal training images (train + validation split), or a seeded random subset of
-    ``max_train`` of them (offline profiles: one CPU epoch on 6 000 images takes minutes).
+    ``max_train`` of them (offline profiles: one CPU epoch on 6 000 images takes minutes). The global
+    model is always trained; with ``local`` a local model is trained on the patches of the same
+    images (:func:`ust.baselines.igd.train_igd_local`; checkpoints in ``<checkpoint_dir>_local``,
+    dvclive log in ``<live_dir>_local``) and the score is s = s_G + s_L (Eq. 13).
 
     Returns:
-        :func:`result_record` fields (method "igd") plus ``auc``, ``scores`` (N_test,) s(x) = ℓ_r + ℓ_h,
-        ``labels``, ``classes``, ``history`` (per-epoch dicts of :func:`ust.baselines.igd.train_igd`),
-        ``n_fit``, ``config``, ``size_mode`` and ``seconds_train``/``seconds_score``.
+        :func:`result_record` fields (method "igd") plus ``auc`` (of ``scores``), ``scores`` (N_test,)
+        s(x), ``auc_global`` and, with a local model, ``auc_local`` (ROC-AUC of s_G and s_L alone),
+        ``labels``, ``classes``, ``history`` (per-epoch dicts of the global model; ``history_local``
+        for the local one), ``n_fit`` (training images), ``config``, ``local`` (settings or None),
+        ``size_mode`` and ``seconds_train``/``seconds_score``.
     """
     size = config.hw()
-    normal = torch.cat([data.train, data.val])
-    if max_train is not None and len(normal) > max_train:
-        rng = np.random.default_rng(seed)
-        normal = normal[torch.from_numpy(np.sort(rng.choice(len(normal), max_train, False)))]
-    train_x = igd_images(normal, size, size_mode)
+    train_x = _igd_training_images(data, size, size_mode, max_train, seed)
     t0 = time.perf_counter()
     model, history = train_igd(
         train_x, config, device=device, checkpoint_dir=checkpoint_dir, live_dir=live_dir
     )
+    local_model, history_local = None, None
+    if local is not None:
+        local_model, history_local = train_igd_local(
+            train_x,
+            config,
+            local,
+            device,
+            _local_dir(checkpoint_dir, "_local"),
+            _local_dir(live_dir, "_local"),
+        )
     seconds_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scores = np.concatenate(
-        [
-            score_igd(model, igd_images(data.test[i : i + batch_size], size, size_mode))
-            for i in range(0, len(data.test), batch_size)
-        ]
-    )
+    stride = local.stride if local is not None else 1
+    scores = _igd_test_scores(model, local_model, stride, data.test, size_mode, batch_size)
     seconds_score = time.perf_counter() - t0
     labels = data.test_labels.numpy()
+    extra = {"auc_local": roc_auc(scores["local"], labels)} if "local" in scores else {}
     return result_record(
         data,
         "igd",
-        roc_auc(scores, labels),
+        roc_auc(scores["total"], labels),
+        auc_global=roc_auc(scores["global"], labels),
+        **extra,
         n_fit=len(train_x),
         config=asdict(config),
+        local=asdict(local) if local is not None else None,
         size_mode=size_mode,
         history=history,
+        history_local=history_local,
         seconds_train=seconds_train,
         seconds_score=seconds_score,
         device=str(device),
-        scores=scores,
+        scores=scores["total"],
         labels=labels,
         classes=data.test_classes.numpy(),
     )

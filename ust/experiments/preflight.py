@@ -5,9 +5,11 @@ The first stage of ``dvc.yaml`` runs ``python -m ust.experiments.preflight build
 stage depends on that file. The check first reads the whole parameter file with
 :func:`ust.experiments.config.load_config`: an unknown or misspelt key or section, a missing required
 key or a value of the wrong type stops ``dvc repro`` with one line that names the key, the section
-and the file (exit status 2). Then a missing MVTec AD category, CIFAR-10 folder or ResNet-18 weight
-file stops it before the first teacher trains, with one message per problem that says where the
-file was expected and how to obtain it (exit status 1). Datasets with ``download: true`` are
+and the file (exit status 2). Then a missing teacher image folder (``teacher.images``, ImageNet in
+the ``paper`` profile), MVTec AD category, CIFAR-10 folder or ResNet-18 weight file stops it before
+the first teacher trains, with one message per problem that says where the file was expected and
+how to obtain it (exit status 1). The ``paper`` profile may not pretrain on the bundled photographs
+(``teacher.images: embedded``): it claims the paper's data (docs/decisions.md#offline-teacher-images). Datasets with ``download: true`` are
 downloaded here (torchvision) when online.
 
 The marker file always holds the same text, so re-running the check never invalidates later stages.
@@ -19,12 +21,20 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ust.experiments.config import OneClassDataConfig, PipelineConfig, load_config
 from ust.io import atomic_write_text
 from ust.paths import resolve
 
+if TYPE_CHECKING:
+    from ust.method.teacher import TeacherConfig
+
 MARKER_TEXT = "preflight passed: every dataset and weight file of the active profile is present\n"
+#: the profile whose teachers must see the paper's data (ImageNet), never the bundled photographs
+PAPER_PROFILE = "paper"
+#: a folder with fewer images cannot be split into training and held-out images (2 each at least)
+MIN_TEACHER_IMAGES = 4
 
 
 def _problem(check: Callable[[], object]) -> str | None:
@@ -60,6 +70,37 @@ def _oneclass_check(dataset: str, cfg: OneClassDataConfig) -> Callable[[], objec
     return check
 
 
+def _teacher_images_check(cfg: TeacherConfig, profile: str | None) -> Callable[[], object]:
+    """The images the teachers are pretrained on: an existing folder with at least
+    :data:`MIN_TEACHER_IMAGES` images (the walk stops there), or ``embedded`` outside the ``paper``
+    profile. Messages name ``teacher.images``, the folder expected and what to put there."""
+    from ust.data.patches import IMAGE_FOLDER_HINT, IMAGENET_HINT, count_image_files
+
+    def check() -> None:
+        if cfg.images == "embedded":
+            if profile == PAPER_PROFILE:
+                raise ValueError(
+                    f"`teacher.images` is 'embedded', but profile `{PAPER_PROFILE}` pretrains its "
+                    "teachers on ImageNet as the paper does: set `teacher.images` to the ImageNet "
+                    f"training folder (default data/imagenet/train) and {IMAGENET_HINT}."
+                )
+            return
+        folder = resolve(cfg.images)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"`teacher.images`: no folder at {folder}. Set `teacher.images` to the folder that "
+                f"holds the pretraining images, or {IMAGE_FOLDER_HINT}."
+            )
+        found = count_image_files(folder, MIN_TEACHER_IMAGES)
+        if found < MIN_TEACHER_IMAGES:
+            raise ValueError(
+                f"`teacher.images`: the folder {folder} holds {found} image file(s), at least "
+                f"{MIN_TEACHER_IMAGES} are needed: {IMAGE_FOLDER_HINT}."
+            )
+
+    return check
+
+
 def _missing_mvtec(root) -> None:
     raise FileNotFoundError(
         f"MVTec AD not found at {root} (`mvtec_data.root`). Download mvtec_anomaly_detection.tar.xz "
@@ -81,6 +122,8 @@ def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
     else:
         config = PipelineConfig.from_params(params, source="<parameters>")
     checks: list[tuple[str, Callable[[], object]]] = []
+    if config.teachers:
+        checks.append(("teacher images", _teacher_images_check(config.teacher, config.profile)))
     if any("k" in t.losses for t in config.teachers.values()):
         from ust.method.distillation import load_resnet18
 

@@ -76,9 +76,12 @@ def _unwarp(x: torch.Tensor, strides: list[int]) -> torch.Tensor:
 class DenseNet(nn.Module):
     """Dense network T: (B, 3, H, W) → (B, d, H, W) for any H, W ≥ 1, sharing ``patch``'s parameters.
 
-    ``out[:, :, r, c] == patch(window)`` where the window is the p×p crop at (r, c) of the input
-    zero-padded by (p−1)//2 top/left and p−1−(p−1)//2 bottom/right
-    (docs/decisions.md#dense-transformation).
+    ``out[:, :, r, c] == patch(window)`` where the window is the p×p patch centred on (r, c): the
+    crop at (r, c) of the input zero-padded by (p−1)//2 top/left and p−1−(p−1)//2 bottom/right.
+    The patch network reads the centred rf×rf field of that window, so output (r, c) depends on input
+    rows r − rf//2 … r − rf//2 + rf − 1 (and likewise columns): centred on (r, c) for odd rf, ½ px
+    above/left for even rf (docs/decisions.md#dense-transformation). The input is padded only as
+    far as that field reaches: :meth:`padding` puts rf//2 zeros at the top/left.
 
     Every stride-2 max-pool becomes a stride-1 pool followed by a space-to-batch rearrangement
     (multi-pooling), so all later layers are ordinary dense convolutions on smaller maps; the
@@ -114,19 +117,31 @@ class DenseNet(nn.Module):
 
     def _padded_len(self, size: int) -> int:
         # Output r reads padded rows [r, r + rf): rows past size + rf − 1 are never needed (the
-        # last p − rf rows of every window are dropped by floor pooling), so start from there.
+        # p − rf rows of every window outside its field are never read), so start from there.
         n = size + self.patch.rf - 1
         while self._final_len(n) < size:
             n += 1
         return n
 
+    @property
+    def pad_top(self) -> int:
+        """Zeros above (and left of) the image: (p − 1)//2 − offset = rf//2 (17: 8, 33: 16, 65: 30)."""
+        return (self.p - 1) // 2 - self.patch.offset
+
+    def padding(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """``F.pad`` widths (left, right, top, bottom) for an H×W input, in pixels.
+
+        Left/top are :attr:`pad_top`; right/bottom are whatever the pooling grid needs so that the
+        output covers H×W (extra zeros only feed outputs beyond (H, W), which are cropped).
+        """
+        top = self.pad_top
+        ph, pw = self._padded_len(h), self._padded_len(w)
+        return top, pw - w - top, top, ph - h - top
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
         b, _, h, w = x.shape
-        top = (self.p - 1) // 2
-        ph, pw = self._padded_len(h), self._padded_len(w)
-        # Extra bottom/right zeros only feed output positions beyond (h, w), which are cropped.
-        x = F.pad(x, (top, pw - w - top, top, ph - h - top))
+        x = F.pad(x, self.padding(h, w))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         strides = []

@@ -90,9 +90,11 @@ def load_resnet18(
 
 
 class DistillationTarget(nn.Module):
-    """Frozen ResNet-18 feature F(P): patches (B, 3, p, p) in [0, 1] → (B, 512) float32.
+    """Frozen ResNet-18 feature F(P): patches (B, 3, s, s) in [0, 1] → (B, 512) float32.
 
-    Patches are resized bilinearly to ``input_size``×``input_size`` (224 by default,
+    The teacher loss passes the part of each p×p patch its network reads, the centred rf×rf field
+    (s = 17, 32, 60 for p = 17, 33, 65; :meth:`ust.method.networks.PatchNet.field`), so that F(P)
+    describes exactly the pixels the descriptor sees. Patches are resized bilinearly to ``input_size``×``input_size`` (224 by default,
     docs/decisions.md#distillation-target; ``None`` keeps the native p×p, which ResNet-18's adaptive
     pooling accepts) and ImageNet-normalised.
     ``model`` may be given explicitly (any module producing (B, 512), e.g. a locally built
@@ -130,7 +132,7 @@ class DistillationTarget(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         if patches.dim() != 4 or patches.shape[1] != 3:
             raise ValueError(
-                f"expected patches of shape (B, 3, p, p) in [0, 1], got {tuple(patches.shape)}"
+                f"expected patches of shape (B, 3, s, s) in [0, 1], got {tuple(patches.shape)}"
             )
         x = patches
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size,) * 2:

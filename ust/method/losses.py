@@ -31,8 +31,10 @@ p     L_c form          L_c init → end      L_m init → end     accuracy
 
 (end = mean of the last 50 steps). With the raw sum the triplet term barely moves (p = 33: it gets
 worse) while L_c is still 4-6× above its rank floor; the normalised form learns as fast as L_m alone.
-With λ_k > 0 the balance differs: L_k (a squared distance of 512-d ResNet features) is itself large,
-so raw L_c may be the better match there; both forms stay selectable.
+With λ_k > 0 the balance differs: L_k is a sum of 512 squared ResNet-feature differences, and the
+mean L_c (at most 1) would be a negligible fraction of it. The teacher therefore uses the raw sum
+whenever λ_k > 0 and the mean otherwise (``decorrelation_normalized: auto``,
+:meth:`ust.method.teacher.TeacherConfig.normalizes_decorrelation`); both forms stay selectable.
 """
 
 from __future__ import annotations

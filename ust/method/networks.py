@@ -116,11 +116,25 @@ def check_image_batch(x: torch.Tensor) -> None:
         )
 
 
+def field_offset(p: int, rf: int) -> int:
+    """Row (and column) of a p×p patch where the rf×rf field the network reads starts: (p − rf) // 2.
+
+    The field is centred in the patch: exactly when p − rf is even, ½ px towards the top/left when
+    it is odd (docs/decisions.md#dense-transformation). 0, 0 and 2 for the default p = 17, 33, 65.
+    """
+    if not 1 <= rf <= p:
+        raise ValueError(f"effective receptive field {rf} must lie in [1, p={p}]")
+    return (p - rf) // 2
+
+
 class PatchNet(nn.Module):
     """Patch network T̂: (B, 3, p, p) → (B, d). ``decode`` maps descriptors to 512-d (distillation).
 
-    Only the top-left ``rf`` × ``rf`` part of a window influences the output (floor pooling drops the
-    rest); ``rf`` is 17, 32 and 60 for the default p = 17, 33, 65 networks.
+    Only an ``rf`` × ``rf`` part of a p×p patch can influence the output (the layer stack maps rf×rf
+    to 1×1; ``rf`` is 17, 32 and 60 for the default p = 17, 33, 65 networks). The network reads the
+    *centred* one, rows and columns ``offset … offset + rf − 1`` with ``offset = (p − rf) // 2``
+    (:meth:`field`), so a descriptor describes the centre of its patch: within ½ px of the patch
+    centre for every p and variant (docs/decisions.md#dense-transformation).
     """
 
     def __init__(self, config: NetConfig):
@@ -139,6 +153,7 @@ class PatchNet(nn.Module):
             for k, *args in ARCHITECTURES[config.p][config.variant]
         ]
         self.rf = _effective_rf(self.layers_spec)
+        self.offset = field_offset(config.p, self.rf)
         modules: list[nn.Module] = []
         cin = 3
         n_conv = sum(1 for k, *_ in self.layers_spec if k == "conv")
@@ -164,16 +179,22 @@ class PatchNet(nn.Module):
     def d(self) -> int:
         return self.config.d
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Descriptors of patches: ``x`` (B, 3, p, p) → (B, d)."""
-        check_image_batch(x)
-        if x.shape[-2:] != (self.p, self.p):
+    def field(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of patches the network reads: (B, C, p, p) → (B, C, rf, rf), the centred
+        rf×rf crop (a view). The distillation target gets this crop too
+        (docs/decisions.md#distillation-target)."""
+        if x.dim() != 4 or x.shape[-2:] != (self.p, self.p):
             raise ValueError(
                 f"PatchNet(p={self.p}) expects patches of shape (B, 3, {self.p}, {self.p}), got "
                 f"{tuple(x.shape)}; use dense_net() for whole images"
             )
-        out = self.features(x[..., : self.rf, : self.rf])
-        return out.flatten(1)
+        o, rf = self.offset, self.rf
+        return x[..., o : o + rf, o : o + rf]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Descriptors of patches: ``x`` (B, 3, p, p) → (B, d), read from :meth:`field`."""
+        check_image_batch(x)
+        return self.features(self.field(x)).flatten(1)
 
     def decode(self, descriptors: torch.Tensor) -> torch.Tensor:
         """Decoder D used only by the distillation loss: (B, d) → (B, 512)."""

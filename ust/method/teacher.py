@@ -2,7 +2,8 @@
 the held-out triplet accuracy that measures it.
 
 L = λ_k L_k + λ_m L_m + λ_c L_c, where
-* L_k: the anchor's decoded descriptor D(T̂(P)) against the frozen ResNet-18 feature F(P);
+* L_k: the anchor's decoded descriptor D(T̂(P)) against the frozen ResNet-18 feature F(P) of the
+  part of the patch the network reads (its centred rf×rf field, :meth:`PatchNet.field`);
 * L_m: triplet loss with anchor swap on the descriptors of (anchor, positive, negative);
 * L_c: decorrelation of the **anchor** descriptors of the batch (B×d; positives and negatives are
   left out so L_c sees B independent crops, as in the paper's "descriptors in the minibatch").
@@ -33,9 +34,12 @@ EVAL_SEED_OFFSET = 1_000_003  # held-out triplets use their own stream, never th
 class TeacherConfig:
     """The whole pretraining recipe; defaults are the paper's (MVTec setting λ_k = λ_c = 1, λ_m = 0).
 
-    ``decorrelation_normalized=True`` (our default, see :mod:`ust.method.losses`) divides L_c by d(d − 1);
-    ``False`` with ``decorrelation_squared=True`` is the thesis' raw Σ_{k≠l} C_kl² and with
-    ``decorrelation_squared=False`` the paper's unsquared Σ C_kl.
+    ``decorrelation_normalized``: ``True`` divides L_c by d(d − 1) (the mean squared correlation,
+    see :mod:`ust.method.losses`); ``False`` keeps the raw sum, with ``decorrelation_squared=True``
+    the thesis' Σ_{k≠l} C_kl² and with ``False`` the paper's unsquared Σ C_kl; ``"auto"`` (default)
+    is the raw sum when λ_k > 0 (the (k, c) and (k, m, c) teachers, as printed) and the mean
+    otherwise (self-supervised teachers); see :meth:`normalizes_decorrelation` and
+    docs/decisions.md#decorrelation-normalisation.
     """
 
     # network (docs/decisions.md#teacher-architecture)
@@ -47,7 +51,7 @@ class TeacherConfig:
     # data (docs/decisions.md#triplet-augmentation): "embedded" or a folder of images
     images: str = "embedded"
     heldout_fraction: float = 0.1
-    zoom_min: int = 4
+    zoom_min: int = 4  # zoomed side s ∈ {zoom_min·p, zoom_min·p + 1, …, zoom_max·p}, every integer
     zoom_max: int = 16
     max_shift: int | None = None  # None: (p − 1) // 4
     luminance_min: float = 0.8
@@ -65,7 +69,7 @@ class TeacherConfig:
     lambda_c: float = 1.0
     margin: float = 1.0
     decorrelation_squared: bool = True
-    decorrelation_normalized: bool = True
+    decorrelation_normalized: bool | str = "auto"  # True, False or "auto"
     decorrelation_eps: float = 1e-8
     # distillation target (docs/decisions.md#distillation-target, docs/decisions.md#resnet-weights)
     resnet_weights: str | None = None
@@ -86,6 +90,18 @@ class TeacherConfig:
         self.images = str(self.images)
         if self.resnet_weights is not None:
             self.resnet_weights = str(self.resnet_weights)
+        if self.decorrelation_normalized not in (True, False, "auto"):
+            raise ValueError(
+                "decorrelation_normalized must be true, false or 'auto' (raw sum when "
+                f"lambda_k > 0, mean otherwise), got {self.decorrelation_normalized!r}"
+            )
+
+    def normalizes_decorrelation(self) -> bool:
+        """Whether L_c is divided by d(d − 1) in this run: ``decorrelation_normalized``, with
+        ``"auto"`` resolved to ``lambda_k == 0`` (docs/decisions.md#decorrelation-normalisation)."""
+        if self.decorrelation_normalized == "auto":
+            return self.lambda_k == 0
+        return bool(self.decorrelation_normalized)
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work, before anything is computed."""
@@ -113,13 +129,16 @@ class TeacherConfig:
         )
 
     def loss_config(self) -> dict:
+        """The loss settings as run (``decorrelation_normalized`` resolved to a bool; the value as
+        configured, possibly ``"auto"``, is ``decorrelation_normalized_setting``)."""
         return {
             "lambda_k": self.lambda_k,
             "lambda_m": self.lambda_m,
             "lambda_c": self.lambda_c,
             "margin": self.margin,
             "decorrelation_squared": self.decorrelation_squared,
-            "decorrelation_normalized": self.decorrelation_normalized,
+            "decorrelation_normalized": self.normalizes_decorrelation(),
+            "decorrelation_normalized_setting": self.decorrelation_normalized,
             "decorrelation_eps": self.decorrelation_eps,
             "decorrelation_on": "anchor descriptors",
             "resnet_input_size": self.resnet_input_size,
@@ -214,10 +233,14 @@ def compute_losses(
     cfg: TeacherConfig,
     autocast: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss (scalar tensor, differentiable) and its terms ``loss_k/m/c`` (NaN when off).
+    """Total loss (scalar tensor, differentiable) and its terms ``loss_k/m/c`` (NaN when off),
+    unweighted; the total is Σ λ·L (see :func:`weighted_terms`).
 
     ``batch``: anchor, positive, negative, each (B, 3, p, p) in [0, 1] on the network's device.
     Only the terms with λ > 0 are computed (positives/negatives are not even forwarded if λ_m = 0).
+    The distillation target sees the anchor's rf×rf field (:meth:`PatchNet.field`), the pixels the
+    network reads (docs/decisions.md#distillation-target). L_c is divided by d(d − 1) when
+    :meth:`TeacherConfig.normalizes_decorrelation` says so.
     """
     a, p, n = batch
     if cfg.lambda_k > 0 and target is None:
@@ -233,7 +256,7 @@ def compute_losses(
         total = da.new_zeros(())
         terms = {"loss_k": nan, "loss_m": nan, "loss_c": nan}
         if cfg.lambda_k > 0:
-            lk = distillation_loss(net.decode(da).float(), target(a).float())
+            lk = distillation_loss(net.decode(da).float(), target(net.field(a)).float())
             total = total + cfg.lambda_k * lk
             terms["loss_k"] = lk.item()
         if cfg.lambda_m > 0:
@@ -245,11 +268,29 @@ def compute_losses(
                 da,
                 squared=cfg.decorrelation_squared,
                 eps=cfg.decorrelation_eps,
-                normalized=cfg.decorrelation_normalized,
+                normalized=cfg.normalizes_decorrelation(),
             )
             total = total + cfg.lambda_c * lc
             terms["loss_c"] = lc.item()
     return total, terms
+
+
+WEIGHTED_TERMS = {"loss_k": "lambda_k", "loss_m": "lambda_m", "loss_c": "lambda_c"}
+
+
+def weighted_terms(terms: dict, cfg: TeacherConfig) -> dict[str, float | None]:
+    """The balance of the loss: λ·L of each term, ``{"k": λ_k·L_k, "m": λ_m·L_m, "c": λ_c·L_c}``
+    in the loss' units, ``None`` for a term that is off (λ = 0 or NaN/None in ``terms``).
+
+    ``terms``: a dict with ``loss_k``, ``loss_m``, ``loss_c`` (a loss-log row or the terms of
+    :func:`compute_losses`). Their sum is the total loss.
+    """
+    out: dict[str, float | None] = {}
+    for key, weight in WEIGHTED_TERMS.items():
+        value, lam = terms.get(key), getattr(cfg, weight)
+        off = value is None or value != value or lam == 0  # value != value: NaN
+        out[key[-1]] = None if off else lam * float(value)
+    return out
 
 
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> PatchNet:

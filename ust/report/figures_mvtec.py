@@ -94,14 +94,17 @@ def plot_figure1(
     path: str | os.PathLike | None,
     *,
     titles: Sequence[str] | None = None,
+    shared_scale: bool = False,
 ) -> Figure:
     """One row per example (e.g. per category): input, input with the ground truth outlined in red,
-    and the anomaly map (own colour scale per row, colour bar in score units).
+    and the anomaly map (colour bar in score units).
 
     Args:
         images: N images (see module doc); masks: N binary (H', W') masks; maps: N (h, w) maps.
         path: PNG file to write (parents created) or None.
         titles: N row labels (e.g. category names).
+        shared_scale: one colour scale for every row (min/max over all maps), so that maps of
+            different images compare directly; False: each row's own min/max.
     """
     n = len(images)
     if not (len(masks) == len(maps) == n) or n == 0:
@@ -109,13 +112,17 @@ def plot_figure1(
             f"need as many masks and maps as images (≥ 1), got {n}/{len(masks)}/{len(maps)}"
         )
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    lo = hi = None
+    if shared_scale:
+        lo = min(float(_array(m).min()) for m in maps)
+        hi = max(float(_array(m).max()) for m in maps)
     for i in range(n):
         img = _hwc(images[i])
         shape = img.shape[:2]
         _show_image(axes[i, 0], img)
         _show_image(axes[i, 1], img)
         _outline(axes[i, 1], masks[i], shape)
-        im = _show_map(axes[i, 2], maps[i], shape)
+        im = _show_map(axes[i, 2], maps[i], shape, vmin=lo, vmax=hi)
         axes[i, 2].set_xticks([])
         axes[i, 2].set_yticks([])
         fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.04)

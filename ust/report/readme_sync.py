@@ -194,6 +194,14 @@ def snapshot(out_root: str | os.PathLike = "figures") -> Path:
     return dest
 
 
+#: the ``teacher.decorrelation_normalized`` setting in words (docs/decisions.md#decorrelation-normalisation)
+_DECORRELATION = {
+    True: "normalised by d(d−1)",
+    False: "raw sum",
+    "auto": "raw sum where λ_k > 0, normalised by d(d−1) otherwise",
+}
+
+
 def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
     """Markdown table of every pretrained teacher's metrics.json under ``results_dir``."""
     rows = []
@@ -213,7 +221,7 @@ def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
     t = params["teacher"]
     head = (
         f"Teachers of profile `{params['profile']}`: batch {t['batch_size']}, Adam {t['lr']:g}, "
-        f"decorrelation {'normalised by d(d−1)' if t['decorrelation_normalized'] else 'raw sum'}. "
+        f"decorrelation {_DECORRELATION[t['decorrelation_normalized']]}. "
         "Triplet accuracy: fraction of held-out triplets (images never used in training) with "
         "d(anchor, positive) < d(anchor, negative).\n\n"
         + run_instead("teachers", params)
@@ -411,8 +419,31 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     return summary
 
 
+def markdown_section(text: str, anchor: str) -> str:
+    """The part of a Markdown ``text`` that follows ``<a id="anchor"></a>``, up to the next anchor
+    line or the end (headings demoted one level, so a ``##`` section becomes a README ``###``)."""
+    start = text.find(f'<a id="{anchor}"></a>\n')
+    if start < 0:
+        raise KeyError(f"no anchor {anchor!r} in the embedded Markdown file")
+    body = text[start:].split("\n", 1)[1]
+    end = body.find('\n<a id="')
+    body = body if end < 0 else body[: end + 1]
+    return re.sub(r"^(#+) ", r"#\1 ", body.rstrip("\n") + "\n", flags=re.M)
+
+
+def embedded_text(rel: str) -> str:
+    """What the README embeds for ``rel``: a file, or ``file#anchor`` for one section of a file."""
+    file, _, anchor = rel.partition("#")
+    source = ROOT / file
+    if not source.exists():
+        return "(not produced yet: run `make reproduce`)\n"
+    text = source.read_text()
+    return markdown_section(text, anchor) if anchor else text
+
+
 def sync_readme(readme: str | os.PathLike = "README.md", *, check: bool = False) -> list[str]:
-    """Copy each embedded ``figures/*.md`` into the README; returns the paths that differ(ed).
+    """Copy each embedded ``figures/*.md`` (or ``docs/decisions.md#<anchor>`` section) into the
+    README; returns the paths that differ(ed).
 
     With ``check`` nothing is written (a test uses it to prove the README shows pipeline output).
     """
@@ -422,10 +453,7 @@ def sync_readme(readme: str | os.PathLike = "README.md", *, check: bool = False)
 
     def replace(match: re.Match) -> str:
         rel = match.group("path")
-        source = ROOT / rel
-        body = (
-            source.read_text() if source.exists() else "(not produced yet: run `make reproduce`)\n"
-        )
+        body = embedded_text(rel)
         new = f"<!-- BEGIN {rel} -->\n{body}<!-- END {rel} -->"
         if new != match.group(0):
             stale.append(rel)

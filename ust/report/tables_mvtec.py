@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
 from ust.experiments.outputs import single_scale_run_dir
@@ -85,12 +86,54 @@ def category_figures(
     category: str, scale_dirs: dict[int, str], out_dir: str | os.PathLike, examples: int = 3
 ) -> list[Path]:
     """Figure 1 panel, Figure 5 scale comparison and PRO curves for the first ``examples``
-    anomalous test images of ``category``."""
-    from ust.stages.mvtec import mvtec_root
-
-    root = mvtec_root()
+    anomalous test images of ``category`` (:func:`draw_category_figures`); returns the PNG paths."""
+    draw_category_figures(category, scale_dirs, out_dir, examples)
     out = resolve(out_dir)
-    index = validate_category(root, category)
+    return [out / name for name in CATEGORY_FIGURES.values()]
+
+
+#: the PNGs :func:`draw_category_figures` writes into the multiscale run folder, by key
+CATEGORY_FIGURES = {
+    "figure1": "figure1.png",
+    "figure5": "figure5_scales.png",
+    "pro_curves": "pro_curves.png",
+}
+
+
+def pro_curves_of(runs: dict[str, str | os.PathLike]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (fpr, pro)}`` read from ``<run>/pro_curve.csv`` of each ``{name: run folder}``
+    (1-D arrays, FPR ascending in [0, 1]); runs without the file are left out."""
+    curves = {}
+    for name, base in runs.items():
+        csv = resolve(base) / "pro_curve.csv"
+        if csv.exists():
+            data = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+            curves[name] = (data[:, 0], data[:, 1])
+    return curves
+
+
+def draw_category_figures(
+    category: str,
+    scale_dirs: dict[int, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    examples: int = 3,
+    *,
+    data_root: str | os.PathLike | None = None,
+) -> dict[str, Figure]:
+    """Draw and save (:data:`CATEGORY_FIGURES`, in ``out_dir``) the Figure 1 panel (input, ground
+    truth, multiscale map), the Figure 5 comparison of the scales ``scale_dirs = {p: run folder}``
+    and multiscale, and the PRO curves (FPR ≤ 0.3) of every scale and the fusion, for the first
+    ``examples`` anomalous test images of ``category``.
+
+    ``data_root``: the MVTec-layout data the runs used (default: ``mvtec_data`` of the active
+    parameters). Returns ``{"figure1", "figure5", "pro_curves"}`` → :class:`Figure`.
+    """
+    if data_root is None:
+        from ust.stages.mvtec import mvtec_root
+
+        data_root = mvtec_root()
+    out = resolve(out_dir)
+    index = validate_category(resolve(data_root), category)
     samples = [s for s in index.test if s.is_anomalous][:examples]
     images = [load_image(s.path).permute(1, 2, 0).numpy() for s in samples]
     masks = [load_mask(s.mask_path, s.size).numpy() for s in samples]
@@ -104,22 +147,16 @@ def category_figures(
     fused = maps_of(out)
     by_scale = {int(p): maps_of(resolve(d)) for p, d in scale_dirs.items()}
     by_scale["multiscale"] = fused
-    paths = [out / "figure1.png", out / "figure5_scales.png", out / "pro_curves.png"]
-    plot_figure1(images, masks, fused, paths[0], titles=[s.image_id for s in samples])
-    plot_receptive_fields(
-        images, by_scale, paths[1], masks=masks, titles=[s.image_id for s in samples]
-    )
-    curves = {}
-    for name, base in [
-        *((f"p = {p}", resolve(d)) for p, d in scale_dirs.items()),
-        ("multiscale", out),
-    ]:
-        csv = base / "pro_curve.csv"
-        if csv.exists():
-            data = np.loadtxt(csv, delimiter=",", skiprows=1)
-            curves[name] = (data[:, 0], data[:, 1])
-    plot_pro_curves(curves, paths[2])
-    return paths
+    titles = [s.image_id for s in samples]
+    paths = {key: out / name for key, name in CATEGORY_FIGURES.items()}
+    runs = {f"p = {p}": d for p, d in scale_dirs.items()} | {"multiscale": out}
+    return {
+        "figure1": plot_figure1(images, masks, fused, paths["figure1"], titles=titles),
+        "figure5": plot_receptive_fields(
+            images, by_scale, paths["figure5"], masks=masks, titles=titles
+        ),
+        "pro_curves": plot_pro_curves(pro_curves_of(runs), paths["pro_curves"]),
+    }
 
 
 def _metric(run: Path, metric: str) -> float | None:

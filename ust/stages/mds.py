@@ -6,21 +6,25 @@ import os
 
 from ust.experiments.config import load_config
 from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
-from ust.stages import load_stage_teacher
+from ust.stages import stage_teacher
 from ust.stages.oneclass import load_oneclass_task, student_settings
 from ust.train.device import resolve_device
 
 
-def train_mds_students(*, progress: bool = True):
+def train_mds_students(*, progress: bool = True, out_dir: str | os.PathLike | None = None):
     """Students of Figure 4 (``mds``: dataset, normal class, M) with ``oneclass_train`` settings;
-    returns (trained vector-mode model, the one-class task, :func:`run_students` result)."""
+    returns (trained vector-mode model, the one-class task, :func:`run_students` result).
+
+    ``out_dir``: the stage's output folder; when it lies outside the pipeline's outputs and the
+    teacher has not been trained, a smoke-size substitute is built there
+    (:func:`ust.stages.stage_teacher`)."""
     from ust.experiments.oneclass import run_students
 
     config = load_config()
     mds, train = config.mds, config.oneclass_train
     data = load_oneclass_task(mds.dataset, mds.normal_class, config=config)
     device = resolve_device(train.device)
-    teacher = load_stage_teacher(train.p, mds.teacher_losses, device)
+    teacher = stage_teacher(train.p, mds.teacher_losses, device, out_dir=out_dir)
     result = run_students(
         data,
         teacher,

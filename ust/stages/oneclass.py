@@ -1,4 +1,10 @@
-"""Stage `oneclass@<dataset>-<class>` (notebook 20): one normal class of a one-class benchmark."""
+"""Stage `oneclass@<dataset>-<class>` (notebook 20): one normal class of a one-class benchmark.
+
+Besides one result JSON per method (:func:`ust.experiments.oneclass.write_class_result`, the DVC
+metrics, without per-image arrays), the stage writes ``scores.npz`` (:data:`SCORES_FILE`): the test
+labels and classes and every method's per-image scores, from which notebook 20 draws the ROC curves
+(:mod:`ust.report.views.oneclass`).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,19 @@ from typing import TYPE_CHECKING
 
 from ust.experiments.config import OneClassTrainConfig, PipelineConfig, load_config
 from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.io import atomic_write
 from ust.paths import resolve
-from ust.stages import load_stage_teacher, output_dir, student_training
+from ust.stages import output_dir, stage_teacher, student_training
 from ust.train.device import resolve_device
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from ust.data.oneclass import OneClassData
+
+#: per-image test scores of every method of one stage run (see :func:`write_scores`)
+SCORES_FILE = "scores.npz"
 
 
 def student_settings(train: OneClassTrainConfig, *, students: int | None = None):
@@ -74,14 +85,20 @@ def load_oneclass_task(dataset: str, normal_class: int, *, config: PipelineConfi
 
 
 def _students(
-    data: OneClassData, train: OneClassTrainConfig, out: Path, device: torch.device, progress: bool
+    data: OneClassData,
+    train: OneClassTrainConfig,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    scores: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """Students on each configured teacher; writes ``students-<losses>.json``."""
+    """Students on each configured teacher; writes ``students-<losses>.json`` and puts the test
+    scores ẽ + ṽ into ``scores`` under ``students:<losses>``."""
     from ust.experiments.oneclass import run_students, write_class_result
 
     summary: dict[str, float] = {}
     for losses in train.teacher_configs:
-        teacher = load_stage_teacher(train.p, losses, device)
+        teacher = stage_teacher(train.p, losses, device, out_dir=out)
         res = run_students(
             data,
             teacher,
@@ -93,13 +110,19 @@ def _students(
         )
         write_class_result(res, out / f"students-{losses}.json")
         summary[f"students:{losses}"] = res["auc"]
+        scores[f"students:{losses}"] = res["scores"]
     return summary
 
 
 def _baselines(
-    data: OneClassData, train: OneClassTrainConfig, out: Path, device: torch.device
+    data: OneClassData,
+    train: OneClassTrainConfig,
+    out: Path,
+    device: torch.device,
+    scores: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """The raw-pixel reference (when listed) and the feature baselines on the first teacher."""
+    """The raw-pixel reference (when listed) and the feature baselines on the first teacher; their
+    test scores go into ``scores`` under the method names."""
     from ust.eval.metrics import roc_auc
     from ust.experiments.oneclass import (
         PIXEL_BASELINE,
@@ -111,13 +134,18 @@ def _baselines(
 
     summary: dict[str, float] = {}
     first = train.teacher_configs[0]
-    baseline_teacher = load_stage_teacher(train.p, first, device)
+    baseline_teacher = stage_teacher(train.p, first, device, out_dir=out)
     if PIXEL_BASELINE in train.baselines:
-        auc = roc_auc(pixel_nn_scores(data), data.test_labels.numpy())
+        scores[PIXEL_BASELINE] = pixel_nn_scores(data)
+        auc = roc_auc(scores[PIXEL_BASELINE], data.test_labels.numpy())
         write_class_result(result_record(data, PIXEL_BASELINE, auc), out / f"{PIXEL_BASELINE}.json")
         summary[PIXEL_BASELINE] = auc
-    aucs = run_feature_baselines(data, baseline_teacher, baseline_settings(train), device=device)
+    details: dict = {}
+    aucs = run_feature_baselines(
+        data, baseline_teacher, baseline_settings(train), device=device, details=details
+    )
     for method, auc in aucs.items():
+        scores[method] = details[method]["scores"]
         rec = result_record(data, method, auc, teacher_config=first)
         write_class_result(rec, out / f"{method}.json")
         summary[method] = auc
@@ -125,10 +153,16 @@ def _baselines(
 
 
 def _igd(
-    data: OneClassData, train: OneClassTrainConfig, out: Path, device: torch.device, progress: bool
+    data: OneClassData,
+    train: OneClassTrainConfig,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    scores: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """IGD on the images (``igd_epochs > 0``); writes ``igd.json``."""
-    from ust.baselines.igd import IGDConfig
+    """IGD on the images (``igd_epochs > 0``); writes ``igd.json``, its test scores go into
+    ``scores`` under ``igd``."""
+    from ust.baselines.igd import IGDConfig, IGDLocalSettings
     from ust.experiments.oneclass import run_igd, write_class_result
 
     igd_cfg = IGDConfig(
@@ -141,21 +175,44 @@ def _igd(
         out / "igd_checkpoints",
         live_dir=out / "dvclive" / "igd",
         max_train=train.igd_max_train,
+        local=IGDLocalSettings(train.igd_local_patch, train.igd_local_stride)
+        if train.igd_local_patch > 0
+        else None,
         seed=train.seed,
     )
     write_class_result(res, out / "igd.json")
+    scores["igd"] = res["scores"]
     return {"igd": res["auc"]}
 
 
 def run_oneclass(data: OneClassData, out_dir: str | os.PathLike, *, progress: bool = True) -> dict:
     """Students for each configured p = ``oneclass_train.p`` teacher, the feature baselines on the
-    first teacher's descriptors, and IGD; one result JSON per method in ``out_dir``; returns
-    {label: auc}."""
+    first teacher's descriptors, and IGD; one result JSON per method and ``scores.npz``
+    (:func:`write_scores`) in ``out_dir``; returns {label: auc}.
+
+    A teacher missing from ``results/teachers`` is replaced by a smoke-size substitute when
+    ``out_dir`` is outside the pipeline's outputs (:func:`ust.stages.stage_teacher`)."""
     train = load_config().oneclass_train
     out = output_dir(out_dir)
     device = resolve_device(train.device)
-    summary = _students(data, train, out, device, progress)
-    summary.update(_baselines(data, train, out, device))
+    scores: dict[str, np.ndarray] = {}
+    summary = _students(data, train, out, device, progress, scores)
+    summary.update(_baselines(data, train, out, device, scores))
     if train.igd_epochs > 0:
-        summary.update(_igd(data, train, out, device, progress))
+        summary.update(_igd(data, train, out, device, progress, scores))
+    write_scores(out / SCORES_FILE, data, scores)
     return summary
+
+
+def write_scores(path: str | os.PathLike, data: OneClassData, scores: dict) -> Path:
+    """Write ``labels`` (N_test,) int8 (1 = anomalous), ``classes`` (N_test,) int16 and one (N_test,)
+    float32 array of anomaly scores per method label (e.g. ``students:mc``, ``1nn``, ``igd``; higher =
+    more anomalous) to ``path`` as an ``.npz`` archive, atomically."""
+    import numpy as np
+
+    arrays = {
+        "labels": data.test_labels.numpy().astype(np.int8),
+        "classes": data.test_classes.numpy().astype(np.int16),
+        **{label: np.asarray(v, dtype=np.float32).reshape(-1) for label, v in scores.items()},
+    }
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))

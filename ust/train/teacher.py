@@ -43,6 +43,7 @@ from ust.method.teacher import (
     init_teacher,
     sampler_kwargs,
     triplet_accuracy,
+    weighted_terms,
 )
 from ust.train import distributed as ddp
 from ust.train.device import resolve_device
@@ -383,7 +384,7 @@ def _train(run: _Run, triplets: PatchTriplets, progress: bool) -> float:
 
 
 def _summary(run: _Run, accuracy_final, steps_done: int, call_seconds: float) -> dict:
-    log = run.state["log"]
+    log, cfg = run.state["log"], run.cfg
     return {
         "steps": run.state["step"],
         "steps_this_call": steps_done,
@@ -392,6 +393,9 @@ def _summary(run: _Run, accuracy_final, steps_done: int, call_seconds: float) ->
         "device": str(run.device),
         "loss_init": _json_row(log[0]) if log else None,
         "loss_final": _json_row(log[-1]) if log else None,
+        "loss_weighted_init": weighted_terms(log[0], cfg) if log else None,
+        "loss_weighted_final": weighted_terms(log[-1], cfg) if log else None,
+        "decorrelation_normalized": cfg.normalizes_decorrelation(),
         "triplet_accuracy_init": run.state["accuracy_init"],
         "triplet_accuracy_final": accuracy_final,
         "out": str(run.files.out),
@@ -399,6 +403,16 @@ def _summary(run: _Run, accuracy_final, steps_done: int, call_seconds: float) ->
         "log": str(run.files.log),
         "world_size": run.place.world,
     }
+
+
+def _summary_metrics(summary: dict) -> dict:
+    """What goes into dvclive's metrics.json at the end: the accuracies and the loss balance
+    ``weighted_loss_<k|m|c>_<init|final>`` (λ·L of each term that is on)."""
+    out = {k: summary[k] for k in ("triplet_accuracy_init", "triplet_accuracy_final")}
+    for when in ("init", "final"):
+        for term, value in (summary[f"loss_weighted_{when}"] or {}).items():
+            out[f"weighted_loss_{term}_{when}"] = value
+    return out
 
 
 def _save_teacher(run: _Run, summary: dict) -> None:
@@ -442,11 +456,16 @@ def pretrain(
 
     ``live_dir``: also log to dvclive there (:mod:`ust.train.live`): every logged step ``loss`` and
     the terms that are on (``loss_k``, ``loss_m``, ``loss_c``, the values of the loss CSV), at the
-    end ``triplet_accuracy_init`` / ``triplet_accuracy_final`` into ``metrics.json``. A resumed run
+    end ``triplet_accuracy_init`` / ``triplet_accuracy_final`` and the weighted terms into
+    ``metrics.json``. A resumed run
     rewrites the folder from the checkpoint's log first. ``None`` (default): no dvclive.
 
     Summary keys: ``steps``, ``iterations_per_s`` (this call), ``device``, ``loss_init`` /
-    ``loss_final`` (dicts of the first / last logged loss row), ``triplet_accuracy_init`` /
+    ``loss_final`` (dicts of the first / last logged loss row, unweighted terms),
+    ``loss_weighted_init`` / ``loss_weighted_final`` (λ·L of each term, ``{"k", "m", "c"}``, ``None``
+    when off: the balance of the loss, also in dvclive's metrics.json as
+    ``weighted_loss_<term>_<init|final>``), ``decorrelation_normalized`` (the L_c form as run),
+    ``triplet_accuracy_init`` /
     ``triplet_accuracy_final`` (held-out images, ``None`` when ``eval_triplets = 0``), file paths,
     ``world_size``.
 
@@ -481,9 +500,7 @@ def pretrain(
     if eval_set is not None:
         accuracy_final = triplet_accuracy(run.net, eval_set, device=place.device)
     summary = _summary(run, accuracy_final, cfg.iterations - start, call_seconds)
-    log_summary(
-        run.live, {k: summary[k] for k in ("triplet_accuracy_init", "triplet_accuracy_final")}
-    )
+    log_summary(run.live, _summary_metrics(summary))
     _save_teacher(run, summary)
     if place.owns_group:
         ddp.cleanup()

@@ -1,0 +1,129 @@
+"""``ust fit``: fit a fused detector on anomaly-free images and write it to one file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from ust.cli.mvtec import find_teacher
+from ust.paths import resolve
+
+RULES = ("max", "quantile", "k-sigma")
+
+
+def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a detector on a folder of anomaly-free images (writes one detector file)",
+        description=(
+            "Fits the fused Student-Teacher detector (all --patch-sizes, mean of the normalised "
+            "scores) on anomaly-free images only: a seeded 10 % of them is held out to normalise "
+            "the scores and to estimate the thresholds (max, quantile, k-sigma; --threshold picks "
+            "the one that decides). Per-scale checkpoints go to <out>.work/ so that an interrupted "
+            "run resumes when called again; the folder is removed when the detector is written. "
+            "Prints a JSON summary."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_argument_group("good images (one of)")
+    src.add_argument("--images", type=Path, help="folder of anomaly-free images (recursive)")
+    src.add_argument(
+        "--data-root", type=Path, help="MVTec-layout root: uses <root>/<category>/train/good"
+    )
+    src.add_argument("--category", help="category folder name under --data-root")
+    p.add_argument(
+        "--out", required=True, type=Path, help="detector file to write (e.g. detector.pt)"
+    )
+    p.add_argument(
+        "--teacher-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="folder with p<p>.pt teachers (from `ust teacher`) or the pipeline's "
+        "p<p>/<losses>/teacher.pt layout (default: the pipeline's results/teachers)",
+    )
+    p.add_argument("--patch-sizes", type=int, nargs="+", default=[17, 33, 65], choices=[17, 33, 65])
+    p.add_argument("--image-size", type=int, default=256, help="side the images are zoomed to")
+    p.add_argument("--epochs", type=int, default=100, help="student training epochs")
+    p.add_argument("--students", type=int, default=3, help="students per receptive field")
+    p.add_argument("--threshold", choices=RULES, default="quantile", help="threshold rule")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of split, initialisation and data order"
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="torch device")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_fit)
+
+
+def _good_images(args: argparse.Namespace) -> list[Path]:
+    """The good image files of ``--images`` or ``--data-root/--category`` (errors: ValueError)."""
+    from ust.detector.images import collect_images
+
+    if (args.images is None) == (args.data_root is None):
+        raise ValueError("give either --images DIR or --data-root ROOT --category NAME")
+    if args.data_root is not None:
+        if not args.category:
+            raise ValueError("--data-root needs --category")
+        folder = args.data_root / args.category / "train" / "good"
+    else:
+        folder = args.images
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"image folder {folder} {what}")
+    return [item.path for item in collect_images([folder])]
+
+
+def _config(args: argparse.Namespace):
+    from ust.detector import DetectorConfig
+    from ust.train.students import StudentTrainingConfig
+
+    return DetectorConfig(
+        patch_sizes=tuple(args.patch_sizes),
+        image_size=args.image_size,
+        students=args.students,
+        training=StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed),
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        threshold_rule=args.threshold,
+    )
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from ust.detector import Detector
+    from ust.detector.outputs import check_output_dir, check_output_file, os_error_message
+    from ust.train.device import resolve_device
+
+    try:
+        config = _config(args)
+        images = _good_images(args)
+        teacher_dir = getattr(args, "teacher_dir", None) or resolve("results/teachers")
+        teachers = {p: find_teacher(teacher_dir, p) for p in config.patch_sizes}
+        out = check_output_file(args.out)
+        work = check_output_dir(out.with_name(out.name + ".work"), "work folder")
+        detector = Detector.fit(
+            images,
+            teachers,
+            config,
+            work_dir=work,
+            device=resolve_device(args.device),
+            progress=not args.no_progress,
+        )
+        detector.save(out)
+        shutil.rmtree(work, ignore_errors=True)
+    except OSError as e:  # a one-line message instead of a traceback (ust.cli.main)
+        raise ValueError(os_error_message(e)) from e
+    cal = detector.calibration
+    summary = {
+        "detector": str(out),
+        "patch_sizes": list(config.patch_sizes),
+        "image_size": config.image_size,
+        "n_train": len(images) - len(cal.images),
+        "n_val": len(cal.images),
+        "threshold_rule": config.threshold_rule,
+        "threshold": detector.threshold,
+        "thresholds": cal.thresholds,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
