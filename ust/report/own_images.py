@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from ust.io import atomic_write, atomic_write_text
 from ust.paths import ROOT, resolve
 
 SCORE_ROWS = 6
+PROGRESS = re.compile(r"^[\w ]+:\s+\d+%\|")  # tqdm bars on stderr are not part of the example
 
 
 def _run(args: list[str]) -> str:
@@ -32,7 +34,8 @@ def _run(args: list[str]) -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"`ust {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
-    return (done.stdout + done.stderr).strip()
+    lines = (done.stdout + "\n" + done.stderr).replace("\r", "\n").splitlines()
+    return "\n".join(ln for ln in lines if ln.strip() and not PROGRESS.match(ln))
 
 
 def _rel(path: Path) -> str:
