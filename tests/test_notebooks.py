@@ -303,13 +303,21 @@ def _check_executed_notebooks(sh, repo: Path) -> None:
 
 # One module per stage family: editing it must make `dvc status` report the stages whose code deps
 # contain it (stale results must never look up to date), and nothing else.
-_COMPUTING = ("teacher@", "oneclass@", "mds", "mvtec@", "mvtec_multiscale@", "report")
+_COMPUTING = (
+    "teacher@",
+    "oneclass@",
+    "mds",
+    "mvtec@",
+    "mvtec_multiscale@",
+    "report",
+    "own_images",
+)
 EDITED_MODULE_STAGES = {
     "ust/train/teacher.py": _COMPUTING,
-    "ust/experiments/oneclass.py": ("oneclass@", "mds", "report"),
-    "ust/experiments/mvtec_single.py": ("mvtec@", "mvtec_multiscale@", "report"),
+    "ust/experiments/oneclass.py": ("oneclass@", "mds", "report", "own_images"),
+    "ust/experiments/mvtec_single.py": ("mvtec@", "mvtec_multiscale@", "report", "own_images"),
     "ust/report/tables_mvtec.py": ("mvtec_multiscale@", "report"),
-    "ust/experiments/preflight.py": ("preflight",),
+    "ust/experiments/preflight.py": ("preflight", "own_images"),
 }
 
 
