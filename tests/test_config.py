@@ -50,7 +50,9 @@ def _set(params: dict, dotted: str, value) -> dict:
     return out
 
 
-def _fails(tmp_path: Path, params: dict, pattern: str) -> str:
+def assert_refused(tmp_path: Path, params: dict, pattern: str) -> str:
+    """Assert that load_config refuses ``params`` with one line that names the file and matches
+    ``pattern``; returns the message."""
     path = _write(tmp_path, params)
     with pytest.raises(ValueError) as err:
         load_config(path)
@@ -117,7 +119,7 @@ MISSPELT = [
 @pytest.mark.parametrize("where, section", MISSPELT)
 def test_a_misspelt_key_names_key_section_and_file(tmp_path, smoke, where, section):
     params = _set(smoke, f"{where}.epochz", 3)
-    msg = _fails(
+    msg = assert_refused(
         tmp_path, params, rf"unknown key 'epochz' in section '{re.escape(section)}'; valid keys: "
     )
     assert "epochz" in msg
@@ -125,12 +127,12 @@ def test_a_misspelt_key_names_key_section_and_file(tmp_path, smoke, where, secti
 
 def test_a_close_misspelling_suggests_the_key(tmp_path, smoke):
     params = _set(smoke, "mvtec_train.epochz", 3)
-    _fails(tmp_path, params, r"; valid keys: .*; did you mean 'epochs'\?$")
+    assert_refused(tmp_path, params, r"; valid keys: .*; did you mean 'epochs'\?$")
 
 
 @pytest.mark.parametrize("key", ["patch_size", "lambda_k", "lambda_m", "lambda_c"], ids=lambda k: k)
 def test_stage_owned_teacher_keys_are_refused(tmp_path, smoke, key):
-    _fails(
+    assert_refused(
         tmp_path,
         _set(smoke, f"teacher.{key}", 1),
         rf"key '{key}' in section 'teacher' is set by each teacher stage",
@@ -138,12 +140,12 @@ def test_stage_owned_teacher_keys_are_refused(tmp_path, smoke, key):
 
 
 def test_an_unknown_or_missing_section_is_refused(tmp_path, smoke):
-    _fails(
+    assert_refused(
         tmp_path,
         _set(smoke, "mvtec_trian", {"epochs": 1}),
         r"unknown section 'mvtec_trian'; valid sections: .*; did you mean 'mvtec_train'\?$",
     )
-    _fails(tmp_path, _set(smoke, "mds", ...), r"missing section 'mds'$")
+    assert_refused(tmp_path, _set(smoke, "mds", ...), r"missing section 'mds'$")
     # mvtec_category may be left out: no category deviates then
     config = load_config(_write(tmp_path, _set(smoke, "mvtec_category", ...)))
     assert config.mvtec_train_for("brick") == config.mvtec_train
@@ -165,7 +167,7 @@ def test_an_unknown_or_missing_section_is_refused(tmp_path, smoke):
     ],
 )
 def test_a_missing_required_key_names_key_section_and_file(tmp_path, smoke, where, section, key):
-    _fails(
+    assert_refused(
         tmp_path,
         _set(smoke, where, ...),
         rf"missing required key '{key}' in section '{re.escape(section)}'$",
@@ -200,7 +202,7 @@ def test_a_missing_optional_key_takes_its_default(tmp_path, smoke):
     ],
 )
 def test_values_of_the_wrong_type_are_refused(tmp_path, smoke, where, value, pattern):
-    _fails(tmp_path, _set(smoke, where, value), pattern)
+    assert_refused(tmp_path, _set(smoke, where, value), pattern)
 
 
 def test_values_are_converted_once(tmp_path, smoke):
@@ -218,11 +220,11 @@ def test_values_are_converted_once(tmp_path, smoke):
 )
 def test_unknown_loss_letters_are_refused(tmp_path, smoke, where):
     *_, key = where.split(".")
-    _fails(tmp_path, _set(smoke, where, "kx"), rf"key '{key}' .*: loss configuration 'kx'")
+    assert_refused(tmp_path, _set(smoke, where, "kx"), rf"key '{key}' .*: loss configuration 'kx'")
 
 
 def test_a_dataset_without_data_entry_is_refused(tmp_path, smoke):
-    _fails(
+    assert_refused(
         tmp_path,
         _set(smoke, "oneclass.datasets", ["mnist", "svhn"]),
         r"dataset 'svhn' .* has no entry in section 'oneclass_data'",
@@ -328,9 +330,13 @@ def test_ocsvm_solver_is_checked_and_the_paper_profile_approximates(tmp_path, sm
     assert load_config(ROOT / "profiles/paper.yaml").mvtec_baselines.ocsvm_solver == "nystroem"
     assert load_config(ROOT / "profiles/smoke.yaml").mvtec_baselines.ocsvm_solver == "exact"
     params = _set(smoke, "mvtec_baselines.ocsvm_solver", "libsvm")
-    _fails(tmp_path, params, r"key 'ocsvm_solver' in section 'mvtec_baselines' must be 'exact'")
+    assert_refused(
+        tmp_path, params, r"key 'ocsvm_solver' in section 'mvtec_baselines' must be 'exact'"
+    )
     params = _set(smoke, "mvtec_baselines.ocsvm_components", 10.5)
-    _fails(tmp_path, params, r"key 'ocsvm_components' in section 'mvtec_baselines' must be int")
+    assert_refused(
+        tmp_path, params, r"key 'ocsvm_components' in section 'mvtec_baselines' must be int"
+    )
 
 
 def test_paper_profile_has_igds_published_budget_and_local_model():
@@ -369,5 +375,9 @@ def test_decorrelation_normalized_takes_true_false_or_auto(tmp_path, smoke):
         config = load_config(_write(tmp_path, params))
         assert config.teacher.decorrelation_normalized == value
     where = "teacher.decorrelation_normalized"
-    _fails(tmp_path, _set(smoke, where, "maybe"), r"section 'teacher': .*true, false or 'auto'")
-    _fails(tmp_path, _set(smoke, where, 1), r"'decorrelation_normalized' .* must be bool \| str")
+    assert_refused(
+        tmp_path, _set(smoke, where, "maybe"), r"section 'teacher': .*true, false or 'auto'"
+    )
+    assert_refused(
+        tmp_path, _set(smoke, where, 1), r"'decorrelation_normalized' .* must be bool \| str"
+    )
