@@ -17,12 +17,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-# Fashion-MNIST for the offline profiles comes from Debian's dataset-fashion-mnist package.
+# Offline data from Debian packages: Fashion-MNIST (dataset-fashion-mnist) and the colour texture
+# photographs of the MVTec-layout texture set (colobot-common-textures).
+SYSTEM_DATA := /usr/share/datasets/fashion-mnist:dataset-fashion-mnist \
+	/usr/share/games/colobot/textures:colobot-common-textures
 system-data:
-	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	@missing=""; for entry in $(SYSTEM_DATA); do \
+	  [ -d "$${entry%%:*}" ] || missing="$$missing $${entry##*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "note: install Debian's dataset-fashion-mnist package for the Fashion-MNIST stages"; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "note: install Debian's$$missing package(s) for the offline profiles"; fi
 
 # Runs the DVC pipeline on the active profile, or on PROFILE=<name> (smoke, default, offline_full, paper).
 reproduce: venv system-data

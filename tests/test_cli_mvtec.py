@@ -68,7 +68,7 @@ def test_mvtec_command_writes_metrics_and_maps(tmp_path, root, capsys):
         assert all(0.0 <= v <= 1.0 for v in m.values())
     assert json.loads(capsys.readouterr().out) == metrics
     maps = sorted((out / "p17" / "maps" / "brick" / "test").rglob("*.tiff"))
-    assert len(maps) == 2 + 4  # 2 good + 1 per defect type (4 types)
+    assert len(maps) == 2 + 5  # 2 good + 1 per defect type (5 types)
 
 
 def test_mvtec_command_errors_before_writing(tmp_path, root, capsys):

@@ -113,6 +113,7 @@ MISSPELT = [
     ("mvtec_train", "mvtec_train"),
     ("mvtec_category.brick", "mvtec_category.brick"),
     ("mvtec_baselines", "mvtec_baselines"),
+    ("oneclass_dataset.mnist", "oneclass_dataset.mnist"),
 ]
 
 
@@ -242,6 +243,28 @@ def test_category_overrides_merge_over_mvtec_train(tmp_path, smoke):
     assert brick.image_size == config.mvtec_train.image_size
 
 
+def test_dataset_overrides_merge_over_oneclass_train(tmp_path, smoke):
+    params = _set(smoke, "oneclass_dataset.mnist", {"epochs": 100, "igd_epochs": 7})
+    config = load_config(_write(tmp_path, params))
+    mnist, fashion = config.oneclass_train_for("mnist"), config.oneclass_train_for("fashion_mnist")
+    assert (mnist.epochs, mnist.igd_epochs) == (100, 7)
+    assert fashion == config.oneclass_train
+    assert mnist.batch_size == config.oneclass_train.batch_size
+
+
+def test_a_bad_dataset_override_is_refused_with_its_section(tmp_path, smoke):
+    assert_refused(
+        tmp_path,
+        _set(smoke, "oneclass_dataset.mnist", {"teacher_configs": ["mx"]}),
+        r"oneclass_dataset\.mnist",
+    )
+    assert_refused(
+        tmp_path,
+        _set(smoke, "oneclass_dataset.mnist", {"epochs": "many"}),
+        r"'epochs' in section 'oneclass_dataset.mnist' must be int",
+    )
+
+
 def test_teacher_for_sets_the_stage_fields(tmp_path, smoke):
     from ust.method.teacher import TeacherConfig
 
@@ -289,6 +312,8 @@ def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
         lr=train.lr,
         weight_decay=train.weight_decay,
         seed=4,
+        batched=train.batched,
+        crop=train.crop,
     )
     assert mvtec.run_settings(train) == MVTecRunSettings(
         image_size=train.image_size,

@@ -23,8 +23,9 @@ SECTIONS = {
     "teacher": ("teacher",),
     "oneclass": ("oneclass_train",),
     "mds": ("mds", "oneclass_train"),
-    "mvtec": ("mvtec_data", "mvtec_train"),
-    "mvtec_multiscale": ("mvtec_data", "mvtec_train", "mvtec_baselines"),
+    "mvtec_data": ("mvtec_data",),
+    "mvtec": ("mvtec_train",),
+    "mvtec_multiscale": ("mvtec_train", "mvtec_baselines"),
 }
 
 

@@ -80,7 +80,7 @@ def test_single_scale_end_to_end(data, runs):
     for k in METRICS:
         assert 0.0 <= written[k] <= 1.0
     assert written["n_train"] + written["n_val"] == 6 and written["n_val"] == 1
-    assert written["n_test"] == len(index.test) == 6 and written["trained_now"]
+    assert written["n_test"] == len(index.test) == 7 and written["trained_now"]
 
     # One float32 TIFF per test image, official layout, at the ORIGINAL resolution.
     tiffs = sorted((out / "maps").rglob("*.tiff"))
@@ -354,6 +354,46 @@ def test_descriptor_sample_is_seeded_and_normalised(data):
     assert len(full) == len(allf)
     np.testing.assert_allclose(full.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(full.std(0), 1, atol=1e-3)
+
+
+def test_raw_nn_floor_needs_no_teacher(data, tmp_path):
+    """``raw_nn``: the raw-pixel patch nearest-neighbour floor, run without a teacher, written to
+    baselines.json (and maps_raw_nn/) like every other Table 2 baseline."""
+    out = tmp_path / "raw"
+    raw = mbl.FeatureBaselineSettings(
+        image_size=NET, methods=("raw_nn",), raw_patch=5, raw_grid=3, raw_bank=200, save_maps=True
+    )
+    res = mbl.run_feature_baselines(data, CAT, None, out, raw, progress=False)
+    assert list(res) == ["raw_nn"]
+    assert json.loads((out / "baselines.json").read_text()) == res
+    rec = res["raw_nn"]
+    for k in METRICS:
+        assert 0.0 <= rec[k] <= 1.0
+    assert (rec["n_fit"], rec["patch"], rec["grid"], rec["stride"]) == (200, 5, 3, 2)
+    assert rec["padding"] == "reflect" and rec["fit_seconds"] >= 0 and rec["score_seconds"] >= 0
+    index = validate_category(data, CAT)
+    maps = [
+        load_anomaly_map(mx.anomaly_map_path(out / "maps_raw_nn", CAT, s.defect, s.image_id))
+        for s in index.test
+    ]
+    assert all(m.shape == s.size and m.min() >= 0 for m, s in zip(maps, index.test))
+    again = msc.recompute_metrics_from_tiffs(out / "maps_raw_nn", data, CAT)
+    assert all(abs(again[k] - rec[k]) <= 1e-9 for k in METRICS)
+    # The same numbers when a teacher is given and a teacher baseline runs first.
+    both = replace(raw, methods=("1nn", "raw_nn"), n_1nn=30, save_maps=False)
+    mixed = mbl.run_feature_baselines(
+        data, CAT, _teacher(17), tmp_path / "mixed", both, progress=False
+    )
+    assert list(mixed) == ["1nn", "raw_nn"]
+    assert all(mixed["raw_nn"][k] == rec[k] for k in (*METRICS, "n_fit"))
+    # Clear errors, before anything is written.
+    with pytest.raises(ValueError, match="need a teacher"):
+        mbl.run_feature_baselines(data, CAT, None, tmp_path / "x", both, progress=False)
+    with pytest.raises(ValueError, match="larger than image_size"):
+        mbl.run_feature_baselines(
+            data, CAT, None, tmp_path / "y", replace(raw, raw_patch=17), progress=False
+        )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_ssim_ae_baseline_tiny(data, tmp_path):

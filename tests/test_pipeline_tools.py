@@ -265,7 +265,7 @@ def test_preflight_stops_at_a_misspelt_key_before_anything_else(
     err = capsys.readouterr().err
     assert err == (
         f"preflight: {bad}: unknown key 'epochz' in section 'mvtec_train'; valid keys: "
-        "batch_size, device, epochs, image_size, lr, seed, students, teacher_losses, "
+        "batch_size, batched, crop, device, epochs, image_size, lr, seed, students, teacher_losses, "
         "val_fraction, weight_decay; did you mean 'epochs'?\n"
     )
     assert not marker.exists()

@@ -1,4 +1,5 @@
-"""Synthetic MVTec-layout set from skimage textures: layout, masks, determinism, disjoint regions."""
+"""Synthetic MVTec-layout set from the skimage textures: layout, masks, determinism, disjoint
+regions (the colour textures are tested in tests/test_textures.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ust.data.synthetic import (
     apply_defect,
     load_source,
     make_synthetic_mvtec,
+    visibility_threshold,
 )
 
 
@@ -44,7 +46,7 @@ def default_tree(tmp_path_factory) -> Path:
 
 def test_constants():
     assert SOURCE_IMAGES == EVALUATION_IMAGE_NAMES == ("brick", "grass", "gravel")
-    assert DEFECT_TYPES == ("blur", "foreign", "hole", "scratch")
+    assert DEFECT_TYPES == ("blur", "foreign", "hole", "scratch", "stain")
     assert TRAIN_ROWS == (0, 256) and TEST_ROWS == (256, 512)
     assert load_source("gravel").shape == (512, 512)
 
@@ -52,7 +54,7 @@ def test_constants():
 def test_layout_validates_with_expected_counts(default_tree):
     for cat in SOURCE_IMAGES:
         idx = validate_category(default_tree, cat)
-        assert idx.counts() == {"train": 20, "test_good": 5, "test_defective": 16}
+        assert idx.counts() == {"train": 20, "test_good": 5, "test_defective": 20}
         assert idx.defect_types == list(DEFECT_TYPES)
         assert set(idx.sizes.values()) == {(128, 128)}
         img = Image.open(idx.train[0])
@@ -84,7 +86,8 @@ def test_defect_changes_only_mask_and_is_visible(kind):
         changed = img != clean
         assert inside.any() and not (changed & ~inside).any()
         assert changed[inside].mean() >= 0.5
-        assert np.abs(img.astype(int) - clean.astype(int))[inside].mean() >= 10
+        change = np.abs(img.astype(int) - clean.astype(int))[inside].mean()
+        assert change >= visibility_threshold(kind, clean) >= (4 if kind == "blur" else 10)
 
 
 def test_deterministic_byte_identical(tmp_path):
@@ -92,7 +95,7 @@ def test_deterministic_byte_identical(tmp_path):
     make_synthetic_mvtec(tmp_path / "a", n_test_defect_per_type=2, **kw)
     make_synthetic_mvtec(tmp_path / "b", n_test_defect_per_type=2, **kw)
     ha, hb = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
-    assert ha == hb and len(ha) == 4 + 2 + 2 * 4 * 2
+    assert ha == hb and len(ha) == 4 + 2 + 2 * 5 * 2
     make_synthetic_mvtec(tmp_path / "c", n_test_defect_per_type=2, seed=1, **kw)
     assert _hashes(tmp_path / "c") != ha
 
@@ -163,4 +166,6 @@ def test_argument_errors(tmp_path):
         make_synthetic_mvtec(tmp_path, image_size=300)
     with pytest.raises(ValueError, match="n_train"):
         make_synthetic_mvtec(tmp_path, n_train=1)
+    with pytest.raises(ValueError, match="image_size 64 > crop_size 32 would upsample"):
+        make_synthetic_mvtec(tmp_path, image_size=64, crop_size=32)
     assert list(tmp_path.iterdir()) == []

@@ -269,7 +269,9 @@ def sample_augmentations(n: int, count: int, config: SSIMAEConfig) -> torch.Tens
     g = torch.Generator().manual_seed(config.seed)
     idx = torch.randint(0, n, (count,), generator=g).double()
     angle = (2 * torch.rand(count, generator=g, dtype=torch.float64) - 1) * config.max_rotation
-    shift = (2 * torch.rand(count, 2, generator=g, dtype=torch.float64) - 1) * config.max_translation
+    shift = (
+        2 * torch.rand(count, 2, generator=g, dtype=torch.float64) - 1
+    ) * config.max_translation
     flips = (torch.rand(count, 2, generator=g) < 0.5).double()
     flips *= torch.tensor([float(config.hflip), float(config.vflip)], dtype=torch.float64)
     return torch.cat([idx[:, None], angle[:, None], shift, flips], dim=1)

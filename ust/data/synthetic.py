@@ -1,32 +1,54 @@
-"""A small MVTec-layout data set built from the real textures bundled with scikit-image.
+"""An MVTec-layout data set built from real texture photographs (offline stand-in for MVTec AD).
 
-``make_synthetic_mvtec`` writes, for each texture in ``skimage.data`` (``brick``, ``grass``,
-``gravel``; grayscale 512×512 photographs), a category folder in exactly the MVTec AD layout
-(docs/decisions.md#mvtec-layout) so that the whole pipeline (validation, students, scoring, AU-PRO)
-runs offline:
+``make_synthetic_mvtec`` writes one category per registered texture (:mod:`ust.data.textures`:
+the grayscale 512×512 skimage photographs ``brick``, ``grass``, ``gravel`` and the colour
+photographs ``moon`` (512²), ``rust`` and ``water`` (256²) of the Debian package
+``colobot-common-textures``) in exactly the MVTec AD layout (docs/decisions.md#mvtec-layout), so
+that the whole pipeline (validation, students, scoring, AU-PRO) runs offline:
 
-- **train/good**: random crops from the **top half** of the source (rows 0-255).
-- **test/good** and **test/<defect>**: random crops from the **bottom half** (rows 256-511), so no
-  training pixel is ever seen at test time. Crops may overlap within a split, never across splits.
-- Augmentation (``augment=True``, both splits): random horizontal/vertical flips and an intensity
-  gain in U(0.95, 1.05).
-- Defects (each with its mask, 0/255 uint8 PNG, same size as the image):
+- **train/good**: random crops from the **train half** of the source;
+- **test/good** and **test/<defect>**: random crops from the other, **test half**, so no training
+  pixel is ever seen at test time. Crops may overlap within a split, never across splits.
+  512-px sources are split top (train) / bottom (test), as :data:`TRAIN_ROWS` / :data:`TEST_ROWS`;
+  256-px sources left (train) / right (test) (:func:`ust.data.textures.split_regions`).
+- **Native resolution**: ``crop_size`` defaults to ``image_size``, so images are cut without
+  resampling (use 128 px, :data:`ust.data.textures.NATIVE_SIZES`, for the real-texture set; the
+  smoke/default profiles use 32-64 px crops). ``crop_size > image_size`` downsamples; upsampling
+  and crops larger than a split region (256 px for 512-px sources, 128 px for 256-px ones) raise
+  ValueError.
+- Augmentation (``augment=True``, both splits): random horizontal/vertical flips, an intensity gain
+  in U(0.95, 1.05), and for the 256-px sources random 90° rotations (transposes), because a 128-px
+  crop has only 129 positions in a 128×256 half.
+- Defects (:data:`DEFECT_TYPES`; each with its mask, 0/255 uint8 PNG, same size as the image):
 
-  - ``foreign``: a crop of *another* source texture pasted inside an irregular blob;
+  - ``foreign``: a crop of *another* category's texture (its test half) pasted inside an
+    irregular blob. Grayscale categories draw from the other skimage textures only (so they never
+    need the Debian package), colour categories from every other category (grey replicated to RGB;
+    :func:`ust.data.textures.to_channels` also converts a colour patch to luma for a grayscale
+    target when :func:`apply_defect` is given one);
   - ``scratch``: a thin, slightly curved bright or dark line;
   - ``hole``: a dark elliptical blob (pixels darkened to 0.2·x + 8);
-  - ``blur``: an irregular region replaced by a Gaussian-blurred version of the image.
+  - ``blur``: an irregular region replaced by a Gaussian-blurred version of the image;
+  - ``stain``: a translucent colour tint (brown, rust, ochre, yellow or olive, :data:`STAIN_TINTS`)
+    multiplied into an irregular blob with a mottled opacity in [0.7, 1]·U(0.5, 0.85), like a dried
+    liquid; on grayscale images its luminance effect (the tint's BT.601 luma).
 
   The mask is exactly the region where the defect was composited: every changed pixel lies inside
   it, and at least half of its pixels changed (a defect is redrawn elsewhere until it is clearly
-  visible: mean absolute change ≥ 10 grey levels). Pixels inside the region may keep their value by
-  coincidence, as in MVTec's region-level annotation policy
-  (docs/decisions.md#synthetic-mvtec).
+  visible: mean absolute change ≥ 10 grey levels, averaged over the colour channels for RGB; for
+  ``blur`` ≥ the image's own fine detail clipped to [4, 10] (:func:`visibility_threshold`), since
+  the low-contrast colour photographs have only 3-8 grey levels of detail for a blur to remove).
+  Pixels inside the region may keep their value by coincidence, as in MVTec's region-level
+  annotation policy (docs/decisions.md#synthetic-mvtec).
 
-Images are saved as 8-bit grayscale PNGs (like MVTec's grid, screw and zipper); the loaders
-replicate them to 3 channels. Generation is deterministic: the same arguments give byte-identical
-files. The teacher must never see these source images: exclude :data:`SOURCE_IMAGES` when
-pretraining on ``skimage.data`` photographs.
+Grayscale categories are saved as 8-bit ``L`` PNGs (like MVTec's grid, screw and zipper; the loaders
+replicate them to 3 channels), colour categories as ``RGB`` PNGs. Generation is deterministic: the
+same arguments give byte-identical files (each category draws from
+``default_rng([seed, crc32(category)])``). :func:`category_images` yields every image with its clean
+crop, mask and :class:`~ust.data.textures.Crop` record (used by the tests to check masks and
+disjoint regions). The teacher must never see these source images: exclude
+:data:`SOURCE_IMAGES` (skimage names) and :data:`EVALUATION_TEXTURE_FILES` (colobot files) when
+pretraining.
 """
 
 from __future__ import annotations
@@ -36,64 +58,81 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import skimage.data
 from PIL import Image
 from scipy import ndimage
 from skimage.draw import line as draw_line
 from skimage.morphology import disk
-from skimage.transform import resize as sk_resize
 
-SOURCE_IMAGES: tuple[str, ...] = ("brick", "grass", "gravel")
-EVALUATION_IMAGE_NAMES: tuple[str, ...] = ("brick", "grass", "gravel")
-DEFECT_TYPES: tuple[str, ...] = ("blur", "foreign", "hole", "scratch")
-SOURCE_SIDE = 512
-TRAIN_ROWS: tuple[int, int] = (0, 256)  # top half of the source texture (rows, half-open)
+from ust.data.textures import (
+    CATEGORIES,
+    COLOUR_CATEGORIES,
+    DEFAULT_TEXTURE_DIR,
+    EVALUATION_TEXTURE_FILES,
+    GRAYSCALE_CATEGORIES,
+    LUMA,
+    NATIVE_SIZES,
+    TEXTURE_SOURCES,
+    Crop,
+    Texture,
+    as_texture,
+    cut,
+    load_texture,
+    to_channels,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "COLOUR_CATEGORIES",
+    "DEFAULT_TEXTURE_DIR",
+    "DEFECT_TYPES",
+    "EVALUATION_IMAGE_NAMES",
+    "EVALUATION_TEXTURE_FILES",
+    "GRAYSCALE_CATEGORIES",
+    "NATIVE_SIZES",
+    "SOURCE_IMAGES",
+    "STAIN_TINTS",
+    "SyntheticImage",
+    "TEXTURE_SOURCES",
+    "apply_defect",
+    "category_images",
+    "foreign_pool",
+    "load_source",
+    "make_synthetic_mvtec",
+    "visibility_threshold",
+]
+
+# The skimage photographs (grayscale categories): excluded from teacher pretraining on skimage.data.
+SOURCE_IMAGES: tuple[str, ...] = GRAYSCALE_CATEGORIES
+EVALUATION_IMAGE_NAMES: tuple[str, ...] = GRAYSCALE_CATEGORIES
+DEFECT_TYPES: tuple[str, ...] = ("blur", "foreign", "hole", "scratch", "stain")
+SOURCE_SIDE = 512  # side of the skimage sources
+TRAIN_ROWS: tuple[int, int] = (0, 256)  # top half of a 512-px source (rows, half-open)
 TEST_ROWS: tuple[int, int] = (256, 512)  # bottom half
-MIN_MEAN_CHANGE = 10.0  # grey levels, mean |defect - clean| inside the mask
+MIN_MEAN_CHANGE = 10.0  # grey levels, mean |defect - clean| inside the mask (channel mean for RGB)
 MIN_CHANGED_FRACTION = 0.5  # of the mask's pixels
+# A blur can only remove the detail an image has: its threshold is that detail (mean |x - G_σ0 x|
+# over the image, σ0 = max(2, size/32)), clipped to [MIN_BLUR_CHANGE, MIN_MEAN_CHANGE].
+MIN_BLUR_CHANGE = 4.0
+# Stain colours (RGB, multiplied in): coffee brown, rust orange, ochre, yellow, olive.
+STAIN_TINTS = np.array(
+    [[150, 95, 45], [200, 110, 40], [190, 140, 60], [235, 205, 80], [150, 160, 70]],
+    dtype=np.float64,
+)
 _MAX_TRIES = 50
 _MAX_CLEAN_CROPS = 20
 
 
-def load_source(name: str) -> np.ndarray:
-    """A source texture from ``skimage.data`` as a uint8 array (512, 512)."""
-    if name not in SOURCE_IMAGES:
-        raise ValueError(f"unknown synthetic source texture {name!r}; choose from {SOURCE_IMAGES}")
-    img = np.asarray(getattr(skimage.data, name)())
-    if img.ndim != 2 or img.shape != (SOURCE_SIDE, SOURCE_SIDE) or img.dtype != np.uint8:
-        raise RuntimeError(f"skimage.data.{name}() is not a 512x512 uint8 grayscale image")
-    return img
-
-
-def _crop(
-    rng: np.random.Generator,
-    src: np.ndarray,
-    rows: tuple[int, int],
-    crop_size: int,
-    image_size: int,
-    augment: bool,
-) -> np.ndarray:
-    """Random crop (float64, grey levels) fully inside ``rows``, resized to ``image_size``."""
-    r0 = int(rng.integers(rows[0], rows[1] - crop_size + 1))
-    c0 = int(rng.integers(0, src.shape[1] - crop_size + 1))
-    img = src[r0 : r0 + crop_size, c0 : c0 + crop_size].astype(np.float64)
-    if crop_size != image_size:
-        img = sk_resize(
-            img, (image_size, image_size), order=1, anti_aliasing=True, preserve_range=True
-        )
-    if augment:
-        flip_h, flip_v = rng.random(2) < 0.5
-        gain = rng.uniform(0.95, 1.05)
-        if flip_h:
-            img = img[:, ::-1]
-        if flip_v:
-            img = img[::-1, :]
-        img = img * gain
-    return np.ascontiguousarray(img)
+def load_source(name: str, texture_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """A category's source photograph as a read-only uint8 array: (512, 512) for the skimage
+    textures, (H, W, 3) for the colour ones (read from ``texture_dir``)."""
+    if name not in CATEGORIES:
+        raise ValueError(f"unknown synthetic source texture {name!r}; choose from {CATEGORIES}")
+    return load_texture(name, texture_dir).pixels
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -104,7 +143,7 @@ def _blob(
     rng: np.random.Generator, size: int, radius: float, aspect: float, wobble: float
 ) -> np.ndarray:
     """Irregular star-shaped blob (bool (size, size)): a rotated ellipse whose radius is modulated
-    by low-frequency harmonics of relative amplitude ≤ ``wobble``; fully inside the image."""
+    by low-frequency harmonics of relative amplitude ≤ ``wobble``; centred inside the image."""
     margin = radius + 2
     cy, cx = rng.uniform(margin, size - margin, size=2)
     theta = rng.uniform(0, np.pi)
@@ -144,23 +183,41 @@ def _scratch_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=disk(hw))
 
 
+def _stain(rng: np.random.Generator, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A translucent tint multiplied into an irregular blob (mottled opacity); luma for grey."""
+    size = clean.shape[0]
+    mask = _blob(rng, size, rng.uniform(0.1, 0.18) * size, rng.uniform(0.5, 1.0), 0.35)
+    tint = STAIN_TINTS[int(rng.integers(len(STAIN_TINTS)))] / 255.0
+    strength = rng.uniform(0.5, 0.85)
+    mottle = ndimage.gaussian_filter(rng.random((size, size)), sigma=max(1.0, size / 32))
+    mottle = (mottle - mottle.min()) / (np.ptp(mottle) + 1e-12)
+    alpha = strength * (0.7 + 0.3 * mottle)
+    if clean.ndim == 3:
+        factor = 1.0 - alpha[..., None] * (1.0 - tint)
+    else:
+        factor = 1.0 - alpha * (1.0 - float(tint @ LUMA))
+    return clean * factor, mask
+
+
 def _defect_candidate(
     rng: np.random.Generator,
     kind: str,
     clean: np.ndarray,
-    foreign_src: np.ndarray | None,
+    foreign_src: Texture | None,
     crop_size: int,
     augment: bool,
     attempt: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One attempt at a defect: (defect image float64, region mask bool), both (size, size).
-    The blur grows with ``attempt`` so that smooth crops still get a visible defect."""
+    """One attempt at a defect: (defect image float64 shaped like ``clean``, region mask bool
+    (size, size)). The blur grows with ``attempt`` so that smooth crops still get a visible
+    defect."""
     size = clean.shape[0]
+    colour = clean.ndim == 3
     if kind == "foreign":
         assert foreign_src is not None
         mask = _blob(rng, size, rng.uniform(0.09, 0.16) * size, rng.uniform(0.6, 1.0), 0.25)
-        patch = _crop(rng, foreign_src, TEST_ROWS, crop_size, size, augment)
-        defect = patch
+        patch, _ = cut(rng, foreign_src, "test", crop_size, size, augment)
+        defect = to_channels(patch, colour)
     elif kind == "scratch":
         mask = _scratch_mask(rng, size)
         bright = rng.random() < 0.5
@@ -171,45 +228,79 @@ def _defect_candidate(
         defect = 0.2 * clean + 8.0
     elif kind == "blur":
         mask = _blob(rng, size, rng.uniform(0.1, 0.18) * size, rng.uniform(0.6, 1.0), 0.2)
-        sigma = max(2.0, size / 32) * (1 + attempt / 10)
-        defect = ndimage.gaussian_filter(clean, sigma=sigma, mode="reflect")
+        sigma = _blur_sigma(size) * (1 + attempt / 10)
+        defect = ndimage.gaussian_filter(
+            clean, sigma=(sigma, sigma, 0) if colour else sigma, mode="reflect"
+        )
+    elif kind == "stain":
+        defect, mask = _stain(rng, clean)
     else:
         raise ValueError(f"unknown defect type {kind!r}; choose from {DEFECT_TYPES}")
     return defect, mask
+
+
+def _change(out: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Per-pixel absolute change (H, W), averaged over channels for RGB."""
+    diff = np.abs(out.astype(np.int16) - clean.astype(np.int16))
+    return diff.mean(axis=2) if diff.ndim == 3 else diff.astype(np.float64)
+
+
+def _blur_sigma(size: int) -> float:
+    return max(2.0, size / 32)
+
+
+def visibility_threshold(kind: str, clean: np.ndarray) -> float:
+    """Minimum mean absolute change inside the mask for a ``kind`` defect on uint8 ``clean``:
+    :data:`MIN_MEAN_CHANGE`, or for ``blur`` the image's own fine detail clipped to
+    [:data:`MIN_BLUR_CHANGE`, :data:`MIN_MEAN_CHANGE`] (a blur cannot change a smooth
+    photograph by more than its detail; the low-contrast colour textures have 3-8 grey levels)."""
+    if kind != "blur":
+        return MIN_MEAN_CHANGE
+    img = np.asarray(clean, dtype=np.uint8).astype(np.float64)
+    sigma = _blur_sigma(img.shape[0])
+    smooth = ndimage.gaussian_filter(
+        img, sigma=(sigma, sigma, 0) if img.ndim == 3 else sigma, mode="reflect"
+    )
+    detail = float(_change(_to_uint8(smooth), img.astype(np.uint8)).mean())
+    return min(MIN_MEAN_CHANGE, max(MIN_BLUR_CHANGE, detail))
 
 
 def apply_defect(
     rng: np.random.Generator,
     kind: str,
     clean: np.ndarray,
-    foreign_src: np.ndarray | None = None,
+    foreign_src: Texture | np.ndarray | None = None,
     crop_size: int | None = None,
     augment: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Composite one visible defect into a clean uint8 image (H, W).
+    """Composite one visible defect into a clean uint8 image (H, W) or (H, W, 3).
 
-    Returns (image uint8 (H, W), mask uint8 (H, W) in {0, 255}). Pixels outside the mask are
-    unchanged; inside, ≥ 50 % changed with a mean absolute change ≥ 10 grey levels (else redrawn).
-    ``foreign_src`` (uint8 512×512 source texture) is required for ``kind="foreign"``.
+    Returns (image uint8 shaped like ``clean``, mask uint8 (H, W) in {0, 255}). Pixels outside the
+    mask are unchanged; inside, ≥ 50 % changed with a mean absolute change (mean over channels for
+    RGB) ≥ :func:`visibility_threshold` (10 grey levels; for blur possibly 4-10), else redrawn. ``foreign_src`` is required for ``kind="foreign"``: a
+    :class:`~ust.data.textures.Texture` (its test half is cropped) or a bare uint8 array (its bottom
+    half is cropped); its channels are converted to those of ``clean``.
     """
     clean_u8 = np.asarray(clean, dtype=np.uint8)
+    if clean_u8.ndim not in (2, 3) or (clean_u8.ndim == 3 and clean_u8.shape[2] != 3):
+        raise ValueError(f"clean must be (H, W) or (H, W, 3), got shape {clean_u8.shape}")
     clean_f = clean_u8.astype(np.float64)
     crop_size = crop_size or clean_u8.shape[0]
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    foreign = None if foreign_src is None else as_texture(foreign_src, "foreign")
+    threshold = visibility_threshold(kind, clean_u8)
+    best: float | None = None
     for attempt in range(_MAX_TRIES):
-        defect, region = _defect_candidate(
-            rng, kind, clean_f, foreign_src, crop_size, augment, attempt
-        )
-        out = np.where(region, _to_uint8(defect), clean_u8)
-        diff = np.abs(out.astype(np.int16) - clean_u8.astype(np.int16))[region]
+        defect, region = _defect_candidate(rng, kind, clean_f, foreign, crop_size, augment, attempt)
+        where = region[..., None] if clean_u8.ndim == 3 else region
+        out = np.where(where, _to_uint8(defect), clean_u8)
+        diff = _change(out, clean_u8)[region]
         score = float(diff.mean())
-        if score >= MIN_MEAN_CHANGE and float((diff > 0).mean()) >= MIN_CHANGED_FRACTION:
+        if score >= threshold and float((diff > 0).mean()) >= MIN_CHANGED_FRACTION:
             return out, region.astype(np.uint8) * 255
-        if best is None or score > best[0]:
-            best = (score, out, region)
+        best = score if best is None else max(best, score)
     raise RuntimeError(
         f"could not draw a visible {kind!r} defect in {_MAX_TRIES} tries (best mean change "
-        f"{best[0] if best else 0:.1f} grey levels)"
+        f"{best or 0:.1f} grey levels, needed {threshold:.1f})"
     )
 
 
@@ -219,43 +310,104 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _category_files(
-    category: str,
-    image_size: int,
-    crop_size: int,
-    n_train: int,
-    n_test_good: int,
-    n_test_defect_per_type: int,
-    defect_types: Sequence[str],
-    seed: int,
-    augment: bool,
-) -> dict[str, bytes]:
-    """All files of one category as {relative posix path: PNG bytes}."""
-    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
-    src = load_source(category)
-    others = [n for n in SOURCE_IMAGES if n != category]
-    files: dict[str, bytes] = {}
+@dataclass(frozen=True, eq=False)
+class SyntheticImage:
+    """One generated image. ``clean`` is the defect-free crop (the image itself for good ones);
+    ``crop`` says where in the source it was cut (:class:`~ust.data.textures.Crop`)."""
 
-    def crop(rows: tuple[int, int]) -> np.ndarray:
-        return _to_uint8(_crop(rng, src, rows, crop_size, image_size, augment))
+    path: str  # relative posix path, e.g. "test/stain/003.png"
+    split: str  # "train" or "test"
+    defect: str  # "good" or a defect type
+    image: np.ndarray  # uint8 (H, W) or (H, W, 3)
+    clean: np.ndarray
+    crop: Crop
+    mask: np.ndarray | None = None  # uint8 (H, W) in {0, 255} for defects
+    mask_path: str | None = None
+
+
+def foreign_pool(category: str, crop_size: int, texture_dir=None) -> list[str]:
+    """Categories whose textures ``foreign`` defects of ``category`` are cut from: the other
+    skimage textures for a grayscale category, every other category (whose test half holds a
+    ``crop_size`` crop) for a colour one."""
+    if category in GRAYSCALE_CATEGORIES:
+        return [c for c in GRAYSCALE_CATEGORIES if c != category]
+    return [
+        c
+        for c in CATEGORIES
+        if c != category and crop_size <= load_texture(c, texture_dir).max_crop()
+    ]
+
+
+def _textures(
+    category: str, crop_size: int, defect_types: Sequence[str], texture_dir
+) -> tuple[Texture, dict[str, Texture]]:
+    """The category's texture (crop size checked) and the foreign pool's textures, loaded."""
+    src = load_texture(category, texture_dir)
+    src.check_crop(crop_size)
+    pool = foreign_pool(category, crop_size, texture_dir) if "foreign" in defect_types else []
+    if "foreign" in defect_types and not pool:
+        raise ValueError(f"no other texture holds a {crop_size}-px crop for {category!r} foreign")
+    return src, {c: load_texture(c, texture_dir) for c in pool}
+
+
+def category_images(
+    category: str,
+    image_size: int = 128,
+    n_train: int = 20,
+    n_test_good: int = 5,
+    n_test_defect_per_type: int = 4,
+    seed: int = 0,
+    *,
+    crop_size: int | None = None,
+    defect_types: Sequence[str] = DEFECT_TYPES,
+    augment: bool = True,
+    texture_dir: str | os.PathLike | None = None,
+) -> Iterator[SyntheticImage]:
+    """Every image of one category, in file order (train, test/good, then each defect type), as
+    :class:`SyntheticImage` records; :func:`make_synthetic_mvtec` writes exactly these."""
+    crop_size = image_size if crop_size is None else int(crop_size)
+    _check_settings(
+        [category], image_size, crop_size, (n_train, n_test_good, n_test_defect_per_type),
+        defect_types,
+    )  # fmt: skip
+    src, pool = _textures(category, crop_size, defect_types, texture_dir)
+    others = list(pool)
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+
+    def crop(split: str) -> tuple[np.ndarray, Crop]:
+        img, where = cut(rng, src, split, crop_size, image_size, augment)
+        return _to_uint8(img), where
 
     for i in range(n_train):
-        files[f"train/good/{i:03d}.png"] = _png_bytes(crop(TRAIN_ROWS))
+        img, where = crop("train")
+        yield SyntheticImage(f"train/good/{i:03d}.png", "train", "good", img, img, where)
     for i in range(n_test_good):
-        files[f"test/good/{i:03d}.png"] = _png_bytes(crop(TEST_ROWS))
+        img, where = crop("test")
+        yield SyntheticImage(f"test/good/{i:03d}.png", "test", "good", img, img, where)
     for kind in defect_types:
         for i in range(n_test_defect_per_type):
             for retry in range(_MAX_CLEAN_CROPS):  # a very smooth crop may not show the defect
-                clean = crop(TEST_ROWS)
-                foreign = load_source(str(rng.choice(others))) if kind == "foreign" else None
+                clean, where = crop("test")
+                foreign = pool[str(rng.choice(others))] if kind == "foreign" else None
                 try:
                     img, mask = apply_defect(rng, kind, clean, foreign, crop_size, augment)
                     break
                 except RuntimeError:
                     if retry == _MAX_CLEAN_CROPS - 1:
                         raise
-            files[f"test/{kind}/{i:03d}.png"] = _png_bytes(img)
-            files[f"ground_truth/{kind}/{i:03d}_mask.png"] = _png_bytes(mask)
+            yield SyntheticImage(
+                f"test/{kind}/{i:03d}.png", "test", kind, img, clean, where, mask,
+                f"ground_truth/{kind}/{i:03d}_mask.png",
+            )  # fmt: skip
+
+
+def _category_files(category: str, **kwargs) -> dict[str, bytes]:
+    """All files of one category as {relative posix path: PNG bytes}."""
+    files: dict[str, bytes] = {}
+    for item in category_images(category, **kwargs):
+        files[item.path] = _png_bytes(item.image)
+        if item.mask is not None and item.mask_path is not None:
+            files[item.mask_path] = _png_bytes(item.mask)
     return files
 
 
@@ -274,18 +426,24 @@ def _check_settings(
     counts: tuple[int, int, int],
     defect_types: Sequence[str],
 ) -> None:
-    """Raise ValueError for settings :func:`make_synthetic_mvtec` cannot honour."""
-    half = TRAIN_ROWS[1] - TRAIN_ROWS[0]
-    if not 8 <= crop_size <= half:
-        raise ValueError(f"crop_size must be in [8, {half}] (half the source), got {crop_size}")
+    """Raise ValueError for settings :func:`make_synthetic_mvtec` cannot honour (the crop's fit in
+    each source is checked when the source is loaded)."""
+    if crop_size < 8:
+        raise ValueError(f"crop_size must be ≥ 8, got {crop_size}")
     if image_size < 16:
         raise ValueError(f"image_size must be ≥ 16, got {image_size}")
+    if image_size > crop_size:
+        raise ValueError(
+            f"image_size {image_size} > crop_size {crop_size} would upsample; images are cut at "
+            "native resolution (crop_size == image_size, the default) or downsampled, never "
+            "upsampled"
+        )
     n_train, n_test_good, n_test_defect_per_type = counts
     if n_train < 2 or n_test_good < 1 or n_test_defect_per_type < 1:
         raise ValueError("need n_train ≥ 2, n_test_good ≥ 1 and n_test_defect_per_type ≥ 1")
-    unknown = [c for c in categories if c not in SOURCE_IMAGES]
+    unknown = [c for c in categories if c not in CATEGORIES]
     if unknown or not categories:
-        raise ValueError(f"categories must be among {SOURCE_IMAGES}, got {list(categories)}")
+        raise ValueError(f"categories must be among {CATEGORIES}, got {list(categories)}")
     bad = [d for d in defect_types if d not in DEFECT_TYPES]
     if bad or not defect_types or len(set(defect_types)) != len(defect_types):
         raise ValueError(f"defect_types must be distinct names among {DEFECT_TYPES}, got {bad}")
@@ -347,52 +505,59 @@ def make_synthetic_mvtec(
     defect_types: Sequence[str] = DEFECT_TYPES,
     augment: bool = True,
     overwrite: bool = False,
+    texture_dir: str | os.PathLike | None = None,
 ) -> list[str]:
-    """Write an MVTec-layout tree ``<root>/<category>/...`` from skimage textures (see module doc).
+    """Write an MVTec-layout tree ``<root>/<category>/...`` from real textures (see module doc).
 
     Args:
         root: output folder (created); other content of ``root`` is left alone.
-        categories: source textures among :data:`SOURCE_IMAGES`, one category each.
-        image_size: side of the square images in pixels.
+        categories: among :data:`CATEGORIES` (``brick``, ``grass``, ``gravel`` from skimage;
+            ``moon``, ``rust``, ``water`` from ``texture_dir``), one folder each.
+        image_size: side of the square images in pixels (≥ 16; 128 for the native-resolution set).
         n_train, n_test_good, n_test_defect_per_type: images per split (train ≥ 2, others ≥ 1).
         seed: random seed; each category draws from ``default_rng([seed, crc32(name)])``.
-        crop_size: side of the source crop (≤ 256, default ``image_size``), resized to
-            ``image_size`` when different (bilinear, antialiased).
+        crop_size: side of the source crop (default ``image_size``: native resolution),
+            downsampled to ``image_size`` when larger (bilinear, antialiased). At most the split
+            region's side: 256 for the 512-px sources, 128 for ``rust`` and ``water``.
         defect_types: subset of :data:`DEFECT_TYPES`.
-        augment: random flips and an intensity gain U(0.95, 1.05).
+        augment: random flips, an intensity gain U(0.95, 1.05) and, for ``rust``/``water``, random
+            transposes.
         overwrite: replace an existing category folder whose content differs.
+        texture_dir: folder holding the colour categories' files (default
+            :data:`DEFAULT_TEXTURE_DIR`, from ``apt-get install colobot-common-textures``).
 
     Returns:
         The category names written (or found identical), in the given order.
 
     Raises:
+        ValueError: bad settings, upsampling, or a crop larger than a source's split region.
+        FileNotFoundError: ``texture_dir`` or a colour texture file is missing (checked for every
+            category before anything is written).
         FileExistsError: a non-empty ``<root>/<category>`` differs from what would be written and
             ``overwrite`` is False. An identical existing tree is left untouched.
 
     Each category folder is written to a temporary sibling and renamed into place, so an interrupted
-    run leaves no half-written category. 3 categories at the defaults take well under a second.
+    run leaves no half-written category. 6 categories × 110 images of 128 px take a few seconds.
     """
     crop_size = image_size if crop_size is None else int(crop_size)
-    _check_settings(
-        categories,
-        image_size,
-        crop_size,
-        (n_train, n_test_good, n_test_defect_per_type),
-        defect_types,
-    )
+    counts = (n_train, n_test_good, n_test_defect_per_type)
+    _check_settings(categories, image_size, crop_size, counts, defect_types)
+    for category in categories:  # fail on missing files / oversized crops before writing
+        _textures(category, crop_size, defect_types, texture_dir)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for category in categories:
         files = _category_files(
             category,
-            image_size,
-            crop_size,
-            n_train,
-            n_test_good,
-            n_test_defect_per_type,
-            list(defect_types),
-            seed,
-            augment,
+            image_size=image_size,
+            n_train=n_train,
+            n_test_good=n_test_good,
+            n_test_defect_per_type=n_test_defect_per_type,
+            seed=seed,
+            crop_size=crop_size,
+            defect_types=list(defect_types),
+            augment=augment,
+            texture_dir=texture_dir,
         )
         target = root / category
         if _up_to_date(target, files, overwrite, f"seed={seed}, image_size={image_size}"):

@@ -54,11 +54,14 @@ __all__ = [
     "OneClassGridConfig",
     "OneClassTrainConfig",
     "PipelineConfig",
+    "TEXTURE_SET",
     "TeacherStageConfig",
     "load_config",
     "loss_weights",
 ]
 
+#: where the ``mvtec_data`` stage builds the offline texture set (``mvtec_data.root`` when synthetic)
+TEXTURE_SET = "data/textures_mvtec"
 #: Table 1 notation of the teacher losses: letter → loss-weight field of ``TeacherConfig``.
 LOSS_LETTERS = {"k": "lambda_k", "m": "lambda_m", "c": "lambda_c"}
 #: ``TeacherConfig`` fields that each teacher stage sets itself (refused in the ``teacher`` section).
@@ -196,7 +199,24 @@ class _Section:
     @classmethod
     def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
         """Validate and convert one section (``section`` overrides the name used in messages)."""
-        return _build(cls, values, source, section or cls.SECTION)
+        cfg = _build(cls, values, source, section or cls.SECTION)
+        cfg.check(source, section or cls.SECTION)
+        return cfg
+
+    def check(self, source: str, section: str) -> None:
+        """Checks across keys (after typing); raise a one-line ``ValueError``. Default: none."""
+
+    def with_overrides(self, values: Mapping | None, *, source: str, section: str):
+        """A copy with ``values`` (an override mapping such as ``mvtec_category.<name>`` or
+        ``oneclass_dataset.<name>``, checked like the section itself) merged over it; ``None`` or
+        ``{}`` changes nothing."""
+        if not values:
+            return self
+        values = _check_mapping(values, source, section)
+        _check_keys(values, type(self), source, section)
+        merged = replace(self, **_typed_values(values, type(self), source, section))
+        merged.check(source, section)
+        return merged
 
 
 # ------------------------------------------------------------------------- what to iterate over
@@ -293,17 +313,14 @@ class OneClassTrainConfig(_Section):
     igd_local_patch: int = 16
     igd_local_stride: int = 8
 
-    @classmethod
-    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
-        cfg = _build(cls, values, source, section or cls.SECTION)
-        if not cfg.teacher_configs:
+    def check(self, source: str, section: str) -> None:
+        if not self.teacher_configs:
             raise ValueError(
-                f"{_where(source, section or cls.SECTION, 'teacher_configs')} must name at least "
-                "one loss configuration"
+                f"{_where(source, section, 'teacher_configs')} must name at least one loss "
+                "configuration"
             )
-        for losses in cfg.teacher_configs:
-            _check_losses(losses, _where(source, section or cls.SECTION, "teacher_configs"))
-        return cfg
+        for losses in self.teacher_configs:
+            _check_losses(losses, _where(source, section, "teacher_configs"))
 
 
 @dataclass(frozen=True)
@@ -330,17 +347,22 @@ class MDSConfig(_Section):
 @dataclass(frozen=True)
 class MVTecDataConfig(_Section):
     """``mvtec_data``: the MVTec-layout root; with ``synthetic: true`` the offline texture set is
-    generated there first (``image_size``, ``n_*``, ``seed`` describe it; see ``docs/decisions.md``)."""
+    built there (by the ``mvtec_data`` stage): ``image_size`` px images cut from ``crop_size`` px
+    source crops (``null`` = ``image_size``: native resolution), ``n_*`` images per split, ``seed``;
+    the colour categories are read from ``texture_dir`` (Debian's colobot-common-textures). See
+    ``docs/decisions.md#synthetic-mvtec``."""
 
     SECTION = "mvtec_data"
 
     root: str
     synthetic: bool = False
     image_size: int = 256
+    crop_size: int | None = None
     n_train: int = 100
     n_test_good: int = 20
     n_test_defect_per_type: int = 10
     seed: int = 0
+    texture_dir: str = "/usr/share/games/colobot/textures"
 
 
 @dataclass(frozen=True)
@@ -348,7 +370,10 @@ class MVTecTrainConfig(_Section):
     """``mvtec_train`` (per category: merged with ``mvtec_category.<category>``, see
     :meth:`PipelineConfig.mvtec_train_for`): ``students`` students per scale on the teachers of
     ``teacher_losses``, images zoomed to ``image_size``, ``epochs`` epochs at ``batch_size`` with Adam
-    (``lr``, ``weight_decay``), ``val_fraction`` of ``train/good`` held out; see ``docs/decisions.md``."""
+    (``lr``, ``weight_decay``), ``val_fraction`` of ``train/good`` held out. ``batched``: the
+    students of a scale train as one grouped network (same maths, shared data order); ``crop``:
+    regress random ``crop``² output windows whose receptive fields lie inside the image instead of
+    whole images (``null`` = whole images); see ``docs/decisions.md#mvtec-student-training``."""
 
     SECTION = "mvtec_train"
 
@@ -362,23 +387,13 @@ class MVTecTrainConfig(_Section):
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    batched: bool = False
+    crop: int | None = None
 
-    @classmethod
-    def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
-        cfg = _build(cls, values, source, section or cls.SECTION)
-        _check_losses(cfg.teacher_losses, _where(source, section or cls.SECTION, "teacher_losses"))
-        return cfg
-
-    def with_overrides(self, values: Mapping | None, *, source: str, section: str):
-        """A copy with ``values`` (a ``mvtec_category.<name>`` mapping, checked like the section)
-        merged over it; ``None`` or ``{}`` changes nothing."""
-        if not values:
-            return self
-        values = _check_mapping(values, source, section)
-        _check_keys(values, type(self), source, section)
-        merged = replace(self, **_typed_values(values, type(self), source, section))
-        _check_losses(merged.teacher_losses, _where(source, section, "teacher_losses"))
-        return merged
+    def check(self, source: str, section: str) -> None:
+        _check_losses(self.teacher_losses, _where(source, section, "teacher_losses"))
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(f"{_where(source, section, 'crop')} must be a positive size or null")
 
 
 @dataclass(frozen=True)
@@ -390,11 +405,14 @@ class MVTecBaselinesConfig(_Section):
     ``ssim_ae_epochs: 0`` skips it): crops for ``texture_categories``, augmented whole images
     (rotation ±``ssim_ae_max_rotation`` degrees, translation ±``ssim_ae_max_translation`` of the
     side, mirroring for ``ssim_ae_hflip_categories`` / ``ssim_ae_vflip_categories``, latent size
-    ``ssim_ae_object_latent_dim``) for every other category (docs/decisions.md#ssim-ae-protocol)."""
+    ``ssim_ae_object_latent_dim``) for every other category (docs/decisions.md#ssim-ae-protocol).
+    ``raw_nn`` in ``methods`` adds the no-learning floor (not in the paper): nearest raw-pixel patch
+    (``raw_patch`` px, pooled to ``raw_grid``² cells, ``raw_bank`` training patches, scored every
+    ``raw_stride`` px, ``raw_padding`` at the border; docs/decisions.md#raw-patch-floor)."""
 
     SECTION = "mvtec_baselines"
 
-    methods: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae")
+    methods: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae", "raw_nn")
     p: int = 65
     n_1nn: int = 5000
     n_fit: int = 50_000
@@ -422,6 +440,11 @@ class MVTecBaselinesConfig(_Section):
         "zipper",
     )
     ssim_ae_vflip_categories: tuple[str, ...] = ("bottle", "hazelnut", "screw", "zipper")
+    raw_patch: int = 17
+    raw_grid: int | None = 7
+    raw_bank: int = 10_000
+    raw_stride: int = 2
+    raw_padding: str = "reflect"
 
     @classmethod
     def from_params(cls, values: Mapping, *, source: str, section: str | None = None):
@@ -469,8 +492,9 @@ _SECTIONS = (
     "mvtec_train",
     "mvtec_category",
     "mvtec_baselines",
+    "oneclass_dataset",
 )
-_OPTIONAL = ("profile", "mvtec_category")
+_OPTIONAL = ("profile", "mvtec_category", "oneclass_dataset")
 
 
 def _entries(values: Any, cls: type, source: str, section: str) -> dict[str, Any]:
@@ -482,12 +506,22 @@ def _entries(values: Any, cls: type, source: str, section: str) -> dict[str, Any
     }
 
 
+def _overrides(values: Mapping, section: str, source: str) -> dict[str, dict[str, Any]]:
+    """An optional override section (``mvtec_category``, ``oneclass_dataset``) → {name: mapping};
+    the mappings are checked against their base section by :meth:`PipelineConfig._check_references`."""
+    entries = _check_mapping(values.get(section) or {}, source, section)
+    return {
+        str(k): dict(_check_mapping(v or {}, source, f"{section}.{k}")) for k, v in entries.items()
+    }
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Every section of one parameter file, validated and typed (see :func:`load_config`).
 
-    ``mvtec_category`` keeps each category's override mapping (already checked against
-    ``mvtec_train``); :meth:`mvtec_train_for` merges it.
+    ``mvtec_category`` and ``oneclass_dataset`` keep each category's / dataset's override mapping
+    (already checked against ``mvtec_train`` / ``oneclass_train``); :meth:`mvtec_train_for` and
+    :meth:`oneclass_train_for` merge them.
     """
 
     source: str
@@ -503,6 +537,7 @@ class PipelineConfig:
     mvtec_train: MVTecTrainConfig
     mvtec_category: dict[str, dict[str, Any]]
     mvtec_baselines: MVTecBaselinesConfig
+    oneclass_dataset: dict[str, dict[str, Any]]
 
     @classmethod
     def from_params(cls, values: Mapping, *, source: str) -> PipelineConfig:
@@ -524,7 +559,6 @@ class PipelineConfig:
         if profile is not None and not isinstance(profile, str):
             raise ValueError(f"{source}: 'profile' must be a string, got {profile!r}")
         mvtec_train = MVTecTrainConfig.from_params(values["mvtec_train"], source=source)
-        overrides = _check_mapping(values.get("mvtec_category") or {}, source, "mvtec_category")
         config = cls(
             source=source,
             profile=profile,
@@ -539,13 +573,11 @@ class PipelineConfig:
             mds=MDSConfig.from_params(values["mds"], source=source),
             mvtec_data=MVTecDataConfig.from_params(values["mvtec_data"], source=source),
             mvtec_train=mvtec_train,
-            mvtec_category={
-                str(k): dict(_check_mapping(v or {}, source, f"mvtec_category.{k}"))
-                for k, v in overrides.items()
-            },
+            mvtec_category=_overrides(values, "mvtec_category", source),
             mvtec_baselines=MVTecBaselinesConfig.from_params(
                 values["mvtec_baselines"], source=source
             ),
+            oneclass_dataset=_overrides(values, "oneclass_dataset", source),
         )
         config._check_references()
         return config
@@ -560,6 +592,8 @@ class PipelineConfig:
                 )
         for category in self.mvtec_category:
             self.mvtec_train_for(category)
+        for dataset in self.oneclass_dataset:
+            self.oneclass_train_for(dataset)
 
     def mvtec_train_for(self, category: str) -> MVTecTrainConfig:
         """``mvtec_train`` with the overrides ``mvtec_category.<category>`` merged over it."""
@@ -567,6 +601,15 @@ class PipelineConfig:
             self.mvtec_category.get(category),
             source=self.source,
             section=f"mvtec_category.{category}",
+        )
+
+    def oneclass_train_for(self, dataset: str) -> OneClassTrainConfig:
+        """``oneclass_train`` with the overrides ``oneclass_dataset.<dataset>`` merged over it (the
+        per-dataset training budgets: epochs, IGD epochs, image caps)."""
+        return self.oneclass_train.with_overrides(
+            self.oneclass_dataset.get(dataset),
+            source=self.source,
+            section=f"oneclass_dataset.{dataset}",
         )
 
     def teacher_for(self, patch_size: int, losses: str, **overrides: Any) -> TeacherConfig:

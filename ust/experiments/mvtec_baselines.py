@@ -1,5 +1,7 @@
 """MVTec AD baselines of Table 2 (paper §4.2): feature-distribution models on the p = 65 teacher's
-dense descriptors (1-NN, K-Means, OC-SVM, ℓ2-AE, VAE) and the SSIM autoencoder on the images.
+dense descriptors (1-NN, K-Means, OC-SVM, ℓ2-AE, VAE) and the SSIM autoencoder on the images, plus
+a no-learning floor that is not in the paper: ``raw_nn``, the nearest raw-pixel training patch
+(:mod:`ust.baselines.raw_patches`), which needs no teacher.
 
 :func:`run_feature_baselines` writes ``baselines.json`` and :func:`run_ssim_ae_baseline`
 ``ssim_ae.json`` (optionally with ``maps_<method>/...`` TIFFs), in the same map layout and with the
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ust.baselines.raw_patches import RawPatchSettings, sample_bank, score_image
 from ust.data.mvtec import (
     CategoryIndex,
     save_anomaly_map,
@@ -35,7 +38,7 @@ from ust.experiments.mvtec_single import (
     map_paths,
     upsample_map,
 )
-from ust.experiments.outputs import fresh_dir, replace_dir, write_json
+from ust.experiments.outputs import STEPS_KEY, epoch_steps, fresh_dir, replace_dir, write_json
 from ust.method.networks import PatchNet
 from ust.method.students import (
     StudentTeacher,
@@ -46,7 +49,12 @@ from ust.method.students import (
 if TYPE_CHECKING:
     from ust.baselines.ssim_ae import SSIMAE, SSIMAEConfig
 
+#: the paper's baselines on teacher descriptors (the default methods of the runner)
 BASELINE_METHODS: tuple[str, ...] = ("1nn", "kmeans", "ocsvm", "l2ae", "vae")
+#: methods that need no teacher: the raw-pixel patch nearest-neighbour floor
+RAW_METHODS: tuple[str, ...] = ("raw_nn",)
+#: every method :func:`run_feature_baselines` accepts
+KNOWN_METHODS: tuple[str, ...] = BASELINE_METHODS + RAW_METHODS
 #: MVTec AD's texture categories (the others are objects); docs/decisions.md#ssim-ae-protocol
 MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 #: objects the SSIM-AE mirrors left-right / top-bottom (the thesis' per-category augmentation table)
@@ -115,7 +123,8 @@ class FeatureBaselineSettings:
     Attributes:
         image_size, val_fraction, seed: as for the students (:class:`MVTecRunSettings`): the same
             image zoom and the same seeded training split.
-        methods: subset of ``("1nn", "kmeans", "ocsvm", "l2ae", "vae")``.
+        methods: subset of ``("1nn", "kmeans", "ocsvm", "l2ae", "vae", "raw_nn")`` (default: the
+            paper's five; ``raw_nn`` is the no-learning floor and needs no teacher).
         n_1nn: descriptors in the 1-NN dictionary; n_fit: descriptors fitting the others.
         ae_epochs, ae_lr, ae_batch, ae_weight_decay: autoencoder training ([P] App. C: 100, 1e-4,
             512, 1e-5).
@@ -126,6 +135,12 @@ class FeatureBaselineSettings:
         chunk_size: descriptor rows per call of a shallow model's score.
         integration_limit: FPR limit of AU-PRO.
         save_maps: also write ``<out_dir>/maps_<method>/<category>/test/<defect>/<id>.tiff``.
+        raw_patch, raw_grid, raw_bank, raw_stride, raw_padding: ``raw_nn``'s patch side, cells per
+            side of the pooled patch (``None``: the raw patch), memory-bank size, scored-grid step
+            and border padding (:class:`ust.baselines.raw_patches.RawPatchSettings`; its bank is
+            drawn with ``seed``). Not in the paper: defaults chosen as the strongest floor measured
+            on the offline texture set (p = 17 pooled to 7 × 7 cells, 10 000 patches, every
+            second pixel scored, reflection padding).
     """
 
     image_size: int = 256
@@ -144,14 +159,30 @@ class FeatureBaselineSettings:
     chunk_size: int = 65_536
     integration_limit: float = 0.3
     save_maps: bool = False
+    raw_patch: int = 17
+    raw_grid: int | None = 7
+    raw_bank: int = 10_000
+    raw_stride: int = 2
+    raw_padding: str = "reflect"
+
+    def raw_settings(self) -> RawPatchSettings:
+        """``raw_*`` and ``seed`` as :class:`ust.baselines.raw_patches.RawPatchSettings`."""
+        return RawPatchSettings(
+            patch=self.raw_patch,
+            grid=self.raw_grid,
+            n_bank=self.raw_bank,
+            stride=self.raw_stride,
+            padding=self.raw_padding,
+            seed=self.seed,
+        )
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
     """``methods`` in lower case; ValueError for none or an unknown one."""
     methods = [m.lower() for m in methods]
-    unknown = [m for m in methods if m not in BASELINE_METHODS]
+    unknown = [m for m in methods if m not in KNOWN_METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose among {BASELINE_METHODS}")
+        raise ValueError(f"unknown baseline(s) {unknown}; choose among {KNOWN_METHODS}")
     return methods
 
 
@@ -220,6 +251,11 @@ def fit_feature_baselines(
         info[name] = {
             "n_fit": len(X),
             **({"solver": settings.ocsvm_solver} if name == "ocsvm" else {}),
+            **(
+                {STEPS_KEY: epoch_steps(len(X), settings.ae_epochs, settings.ae_batch)}
+                if name not in ("1nn", "kmeans", "ocsvm")
+                else {}
+            ),
             "fit_seconds": time.perf_counter() - t0,
             "score_seconds": 0.0,
         }
@@ -256,17 +292,66 @@ def score_feature_baselines(
     return small
 
 
+def raw_nn_maps(
+    train_imgs: torch.Tensor,
+    test_imgs: torch.Tensor,
+    settings: FeatureBaselineSettings,
+    device: torch.device,
+) -> tuple[list[np.ndarray], dict]:
+    """The ``raw_nn`` floor's (h, w) maps of ``test_imgs`` at the network resolution, computed on
+    ``device``, and its record ``{"n_fit" (bank size), "patch", "grid", "stride", "padding",
+    "fit_seconds", "score_seconds"}``."""
+    raw = settings.raw_settings()
+    t0 = time.perf_counter()
+    bank = sample_bank(train_imgs.to(device), raw)
+    fit_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps = [score_image(img.to(device), bank, raw) for img in test_imgs]
+    info = {
+        "n_fit": len(bank),
+        "patch": raw.patch,
+        "grid": raw.cells(),
+        "stride": raw.stride,
+        "padding": raw.padding,
+        "fit_seconds": fit_seconds,
+        "score_seconds": time.perf_counter() - t0,
+    }
+    return maps, info
+
+
+def _check_feature_settings(
+    methods: Sequence[str], settings: FeatureBaselineSettings, has_teacher: bool
+) -> None:
+    """ValueError for an unknown OC-SVM solver, bad ``raw_*`` settings (``raw_nn`` only) or a
+    teacher method without a teacher."""
+    from ust.baselines.shallow import OCSVM_SOLVERS
+
+    if settings.ocsvm_solver not in OCSVM_SOLVERS:
+        raise ValueError(f"unknown OC-SVM solver {settings.ocsvm_solver!r}; use {OCSVM_SOLVERS}")
+    if "raw_nn" in methods:
+        settings.raw_settings().check()
+        if settings.raw_patch > settings.image_size:
+            raise ValueError(
+                f"raw_nn: patch {settings.raw_patch} is larger than image_size "
+                f"{settings.image_size}"
+            )
+    needs = [m for m in methods if m in BASELINE_METHODS]
+    if needs and not has_teacher:
+        raise ValueError(f"baseline(s) {needs} need a teacher; got teacher=None")
+
+
 def run_feature_baselines(
     data_root: str | os.PathLike,
     category: str,
-    teacher: PatchNet | str | os.PathLike,
+    teacher: PatchNet | str | os.PathLike | None,
     out_dir: str | os.PathLike,
     settings: FeatureBaselineSettings = FeatureBaselineSettings(),
     *,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, dict]:
-    """Feature-distribution baselines of [P] Table 2 on the teacher's dense descriptors.
+    """Feature-distribution baselines of [P] Table 2 on the teacher's dense descriptors, and the
+    raw-pixel floor ``raw_nn``.
 
     The teacher (p = 65 in the paper) describes every pixel of the training part of ``train/good``
     (the same seeded 90 % split as the students); descriptors are normalised per dimension by their
@@ -277,35 +362,39 @@ def run_feature_baselines(
     with PCA (95 % variance) first; the autoencoders see the raw normalised 128-d vectors. Every
     pixel of a test image's (image_size²) descriptor map is scored: by the shallow models in chunks
     of ``chunk_size`` rows, by the autoencoders one image per call (they batch internally; the VAE's
-    5 posterior samples are seeded per image, so results do not depend on any chunking). The map
-    is upsampled bilinearly to the original size and evaluated like the students' maps.
+    5 posterior samples are seeded per image, so results do not depend on any chunking).
+    ``raw_nn`` (not in the paper, no teacher) scores each pixel of the same image_size² images by
+    the distance of its raw colour patch to the nearest of ``raw_bank`` training patches
+    (:mod:`ust.baselines.raw_patches`). Every map is upsampled bilinearly to the original size and
+    evaluated like the students' maps.
 
     Args:
-        teacher: a :class:`PatchNet` (copied, never modified) or a teacher file.
+        teacher: a :class:`PatchNet` (copied, never modified), a teacher file, or ``None`` when
+            ``methods`` is only ``raw_nn`` (a given teacher is then not used).
         settings: see :class:`FeatureBaselineSettings`.
 
     Returns:
         ``{method: {"au_pro", "pixel_auroc", "image_auroc", "n_fit", "fit_seconds",
-        "score_seconds"}}``, also written to ``<out_dir>/baselines.json``.
+        "score_seconds", ...}}`` in the order of ``methods``, also written to
+        ``<out_dir>/baselines.json``.
     """
-    from ust.baselines.shallow import OCSVM_SOLVERS
-
     methods = check_methods(settings.methods)
-    if settings.ocsvm_solver not in OCSVM_SOLVERS:
-        raise ValueError(f"unknown OC-SVM solver {settings.ocsvm_solver!r}; use {OCSVM_SOLVERS}")
+    _check_feature_settings(methods, settings, teacher is not None)
     index = validate_category(data_root, category)
     device = torch.device(device)
-    teacher_net = as_teacher(teacher, device)
     train_paths, _ = index.split(settings.val_fraction, settings.seed)
     train_imgs = load_images(train_paths, settings.image_size, "train images", progress)
     test_paths = [s.path for s in index.test]
     test_imgs = load_images(test_paths, settings.image_size, "test images", progress)
 
-    model = _teacher_only(teacher_net, device)
-    batch_size = settings.inference_batch_size
-    fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
-    scorers, info = fit_feature_baselines(model, train_imgs, methods, settings, device, progress)
-    small = score_feature_baselines(model, test_imgs, scorers, info, settings, device, progress)
+    small, info = {}, {}
+    feature_methods = [m for m in methods if m in BASELINE_METHODS]
+    if feature_methods:
+        small, info = teacher_baseline_maps(
+            teacher, train_imgs, test_imgs, feature_methods, settings, device, progress
+        )
+    if "raw_nn" in methods:
+        small["raw_nn"], info["raw_nn"] = raw_nn_maps(train_imgs, test_imgs, settings, device)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +408,26 @@ def run_feature_baselines(
         results[name] = {**metrics, **info[name]}
     write_json(results, out / "baselines.json", sort_keys=False)
     return results
+
+
+def teacher_baseline_maps(
+    teacher: PatchNet | str | os.PathLike,
+    train_imgs: torch.Tensor,
+    test_imgs: torch.Tensor,
+    methods: Sequence[str],
+    settings: FeatureBaselineSettings,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, dict]]:
+    """Fit the teacher-descriptor ``methods`` on ``train_imgs`` and score ``test_imgs``: ({name:
+    [(h, w) maps]}, {name: record}) as :func:`fit_feature_baselines` and
+    :func:`score_feature_baselines`, after fitting the descriptors' μ/σ on ``train_imgs``."""
+    model = _teacher_only(as_teacher(teacher, device), device)
+    batch_size = settings.inference_batch_size
+    fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
+    scorers, info = fit_feature_baselines(model, train_imgs, methods, settings, device, progress)
+    small = score_feature_baselines(model, test_imgs, scorers, info, settings, device, progress)
+    return small, info
 
 
 def _save_map_folder(
@@ -487,6 +596,8 @@ def run_ssim_ae_baseline(
         "augmentation": augmentation if whole else None,
         "train_seconds": train_seconds,
         "score_seconds": score_seconds,
+        # one Adam step per batch of the num_patches samples, every epoch (last batch smaller)
+        STEPS_KEY: epoch_steps(cfg.num_patches, cfg.epochs, cfg.batch_size),
     }
     write_json(result, out / "ssim_ae.json", sort_keys=False)
     return result

@@ -18,7 +18,8 @@ Output layout of :func:`run_single_scale` (``<cat>`` = category, ``<defect>/<id>
     <out_dir>/thresholds.json        max / quantile / k_sigma / max_area on the validation maps
     <out_dir>/segmentation/<cat>/test/<defect>/<id>.png   0/255 masks at one threshold (A > t)
     <out_dir>/pro_curve.csv          fpr,pro resampled at 1001 FPRs in [0, 1] (DVC plots)
-    <out_dir>/metrics.json           au_pro, pixel_auroc, image_auroc + counts and timings
+    <out_dir>/metrics.json           au_pro, pixel_auroc, image_auroc + counts, timings and
+                                     optimizer_steps (per student, see below)
 
 :func:`run_multiscale` writes the same maps / val_maps / thresholds / segmentation / pro_curve /
 metrics files for the fused map, plus ``table.json`` and ``table.csv`` (per-scale + multiscale rows).
@@ -29,6 +30,12 @@ Anomaly maps are computed at ``image_size`` (the networks' input, 256 in the pap
 bilinearly (``align_corners=False``) to each image's original size, where the metrics are taken
 against the original masks (docs/decisions.md#evaluation-resolution). Everything is deterministic
 for a seed on the CPU.
+
+``metrics.json`` records ``optimizer_steps`` (:data:`STEPS_KEY`): the optimiser updates each student
+of the ensemble took (all students follow the same schedule), epochs × ⌈n_train / batch_size⌉
+(:func:`ust.train.students.optimizer_steps`); also when a finished ensemble was reused (its run configuration
+is the same). The report labels a run below
+:data:`ust.report.claims.MIN_OPTIMIZER_STEPS` as under-trained.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from ust.data.mvtec import (
 from ust.eval.metrics import evaluate_maps, pro_curve
 from ust.eval.thresholds import binarize, estimate_thresholds, save_segmentation
 from ust.experiments.outputs import (
+    STEPS_KEY,
     fresh_dir,
     jsonable,
     read_json,
@@ -79,9 +87,15 @@ from ust.method.students import (
     make_students,
     save_ensemble,
 )
-from ust.train.students import StudentTrainingConfig, train_students
+from ust.train.students import StudentTrainingConfig, optimizer_steps, train_students
 
-__all__ = ["MVTecRunSettings", "run_single_scale", "teacher_fingerprint", "upsample_map"]
+__all__ = [
+    "STEPS_KEY",
+    "MVTecRunSettings",
+    "run_single_scale",
+    "teacher_fingerprint",
+    "upsample_map",
+]
 
 METRIC_KEYS: tuple[str, ...] = ("au_pro", "pixel_auroc", "image_auroc")
 PRO_CURVE_POINTS = 1001
@@ -90,6 +104,15 @@ RUN_CONFIG = "run_config.json"
 ENSEMBLE = "ensemble.pt"
 CHECKPOINT = "students.ckpt"
 LIVE_DIR = "dvclive"  # training loss per epoch, for `dvc plots` / `dvc exp show`
+#: key of the per-student optimiser-step count in ``metrics.json`` (as ``ust.report.claims``)
+
+
+def _world_size() -> int:
+    """Ranks :func:`ust.train.students.train_students` shares each epoch among (1 outside a
+    process group; it trains data parallel inside one with several ranks)."""
+    from ust.train import distributed as ddp
+
+    return ddp.current().world_size if ddp.is_initialized() else 1
 
 
 # ------------------------------------------------------------------------------------ small helpers
@@ -467,14 +490,16 @@ def single_scale_extra(
     trained_now: bool,
     seconds: Mapping[str, float],
 ) -> dict:
-    """The ``metrics.json`` entries after the metrics: identity, counts and timings (``seconds``:
-    ``train_seconds``, ``inference_seconds``, ``test_seconds``)."""
+    """The ``metrics.json`` entries after the metrics: identity, counts, the per-student
+    :data:`STEPS_KEY` and timings (``seconds``: ``train_seconds``, ``inference_seconds``,
+    ``test_seconds``)."""
     index = inputs.index
     return {
         "p": p,
         "students": settings.students,
         "image_size": settings.image_size,
         "epochs": settings.training.epochs,
+        STEPS_KEY: optimizer_steps(len(inputs.train_paths), settings.training, _world_size()),
         **split_counts(index, len(inputs.train_paths), len(inputs.val_paths)),
         "trained_now": trained_now,
         "train_seconds": seconds["train_seconds"],
@@ -517,9 +542,9 @@ def run_single_scale(
 
     Returns:
         The dict written to ``metrics.json``: ``au_pro``, ``pixel_auroc``, ``image_auroc`` (floats
-        in [0, 1]), identity (category, p, students, image_size, epochs), counts (n_train, n_val,
-        n_test, n_test_good, n_test_defective) and timings in seconds (``train_seconds`` is 0 when
-        a finished ensemble was reused).
+        in [0, 1]), identity (category, p, students, image_size, epochs), ``optimizer_steps`` (per
+        student), counts (n_train, n_val, n_test, n_test_good, n_test_defective) and timings in
+        seconds (``train_seconds`` is 0 when a finished ensemble was reused).
 
     Raises:
         MVTecLayoutError: bad folder tree (nothing is written).

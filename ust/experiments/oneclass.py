@@ -24,6 +24,19 @@ and the 10 % split for e/v normalisation.
 Results: :func:`write_class_result` writes one small JSON file per (dataset, method, teacher
 configuration, class) — the DVC stage metric — and :func:`collect_results` reads a folder of them back
 into a :class:`pandas.DataFrame` for :mod:`ust.report.tables_oneclass`.
+
+Optimiser steps: every trained model's result records ``optimizer_steps`` (:data:`STEPS_KEY`), the
+number of optimiser updates it took, so that the report can label under-trained rows
+(:data:`ust.report.claims.MIN_OPTIMIZER_STEPS`):
+
+* students (:func:`run_students`): per student (each has its own Adam optimiser and the same
+  schedule), epochs × ⌈N_train / batch⌉ (:func:`ust.train.students.optimizer_steps`);
+* ℓ2-AE / VAE (:func:`run_feature_baselines`, in ``details[method]["optimizer_steps"]``): epochs ×
+  ⌈N_fit / batch⌉ (:func:`autoencoder_optimizer_steps`); the stage passes it on to the result;
+* IGD (:func:`run_igd`): the global model's M-step updates, epochs × its mini-batches per epoch (a
+  trailing one-image batch is skipped, :func:`igd_optimizer_steps`; each update is one step of the
+  auto-encoder's and one of the critic's optimiser), and ``optimizer_steps_local`` for the local
+  model. The 1-NN, K-Means, OC-SVM and raw-pixel rows train nothing and have no count.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ from ust.baselines.autoencoders import make_autoencoder, train_autoencoder
 from ust.baselines.igd import (
     IGDConfig,
     IGDLocalSettings,
+    extract_patches,
     fused_scores,
     train_igd,
     train_igd_local,
@@ -54,6 +68,7 @@ from ust.baselines.shallow import make_shallow
 from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.data.transforms import imagenet_normalize, resize, to_three_channels
 from ust.eval.metrics import roc_auc
+from ust.experiments.outputs import STEPS_KEY, epoch_steps
 from ust.io import atomic_write_text
 from ust.method.networks import PatchNet
 from ust.method.scoring import ScoreStats, normalized_score
@@ -64,21 +79,24 @@ from ust.method.students import (
     make_students,
 )
 from ust.paths import resolve
-from ust.train.students import StudentTrainingConfig, train_students
+from ust.train.students import StudentTrainingConfig, optimizer_steps, train_students
 
 __all__ = [
     "FEATURE_BASELINES",
     "ONECLASS_STUDENT_TRAINING",
     "RESULT_KIND",
     "SHALLOW_BASELINES",
+    "STEPS_KEY",
     "AUTOENCODER_BASELINES",
     "OneClassBaselineSettings",
     "OneClassStudentSettings",
     "OneClassStudents",
     "collect_results",
+    "autoencoder_optimizer_steps",
     "feature_baseline_scores",
     "fit_oneclass_students",
     "igd_images",
+    "igd_optimizer_steps",
     "pixel_nn_scores",
     "result_record",
     "run_feature_baselines",
@@ -102,6 +120,21 @@ PIXEL_BASELINE = "1nn_pixels"
 #: marker written into every result file; :func:`collect_results` ignores JSON files without it
 RESULT_KIND = "ust.oneclass_result"
 _RESULT_COLUMNS = ("dataset", "method", "teacher_config", "class", "auc")
+
+
+def autoencoder_optimizer_steps(n_vectors: int, epochs: int, batch_size: int) -> int:
+    """Optimiser steps of :func:`ust.baselines.autoencoders.train_autoencoder`:
+    ``epochs × ⌈n_vectors / batch_size⌉`` (the last batch may be smaller)."""
+    return epoch_steps(n_vectors, epochs, batch_size)
+
+
+def igd_optimizer_steps(n_images: int, batch_size: int, epochs: int) -> int:
+    """M-step updates of :func:`ust.baselines.igd.train_igd` on ``n_images`` samples: per epoch one
+    per mini-batch of ``batch_size``, a trailing batch of a single image skipped (it cannot form
+    the pairs of the interpolation); times ``epochs``."""
+    starts = range(0, int(n_images), int(batch_size))
+    per_epoch = len(starts) - (1 if len(starts) and n_images - starts[-1] < 2 else 0)
+    return int(epochs) * per_epoch
 
 
 def _base_record(data: OneClassData) -> dict:
@@ -158,12 +191,14 @@ class OneClassStudents:
         stats: e/v statistics on the validation split (:class:`ust.method.scoring.ScoreStats`).
         history: per-student mean training loss per epoch (M lists).
         seconds: wall-clock seconds of each phase ("stats", "train", "val").
+        optimizer_steps: optimiser steps of each student (:func:`ust.train.students.optimizer_steps`).
     """
 
     model: StudentTeacher
     stats: ScoreStats
     history: list[list[float]]
     seconds: dict[str, float]
+    optimizer_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,7 +261,13 @@ def fit_oneclass_students(
     t0 = time.perf_counter()
     stats = fit_validation_stats(model, val_x, batch_size=batch_size)
     seconds["val"] = time.perf_counter() - t0
-    return OneClassStudents(model=model, stats=stats, history=history, seconds=seconds)
+    return OneClassStudents(
+        model=model,
+        stats=stats,
+        history=history,
+        seconds=seconds,
+        optimizer_steps=optimizer_steps(len(train_x), settings.training),
+    )
 
 
 def student_scores(
@@ -285,7 +326,8 @@ def run_students(
         :func:`result_record` fields plus ``auc`` (ROC-AUC, anomalous = other classes), ``scores``
         (N_test,) ẽ + ṽ, ``e`` and ``v`` (N_test,) raw scores, ``labels`` (N_test,) 1 = anomalous,
         ``classes`` (N_test,) original classes, ``stats`` (e/v statistics dict), ``history``,
-        ``seconds_*`` timings (wall clock), the settings, and ``model`` (the trained
+        ``optimizer_steps`` (per student), ``seconds_*`` timings (wall clock), the settings, and
+        ``model`` (the trained
         :class:`StudentTeacher`, for :func:`ust.report.figures_oneclass.mds_figure`) with ``score_stats``
         (:class:`ScoreStats`). :func:`write_class_result` keeps only the JSON-able scalars and lists.
     """
@@ -341,6 +383,7 @@ def _students_record(
         training=asdict(training),
         stats=fitted.stats.to_dict(),
         history=fitted.history,
+        optimizer_steps=fitted.optimizer_steps,
         final_loss=float(np.mean([h[-1] for h in fitted.history])) if training.epochs else None,
         seconds_stats=fitted.seconds["stats"],
         seconds_train=fitted.seconds["train"],
@@ -468,7 +511,8 @@ def run_feature_baselines(
 
     Args:
         settings: see :class:`OneClassBaselineSettings`.
-        details: if given, filled with ``{method: {"scores": (N_test,), "seconds": float}}`` and
+        details: if given, filled with ``{method: {"scores": (N_test,), "seconds": float}}`` (the
+            autoencoders also with ``"optimizer_steps"``, :func:`autoencoder_optimizer_steps`) and
             ``"n_fit"`` (number of training descriptors).
 
     Returns:
@@ -489,6 +533,10 @@ def run_feature_baselines(
         aucs[method] = roc_auc(scores, labels)
         if details is not None:
             details[method] = {"scores": scores, "seconds": time.perf_counter() - t0}
+            if method.lower() in AUTOENCODER_BASELINES:
+                details[method][STEPS_KEY] = autoencoder_optimizer_steps(
+                    len(train), settings.ae_epochs, settings.ae_batch
+                )
     return aucs
 
 
@@ -593,8 +641,10 @@ def run_igd(
         :func:`result_record` fields (method "igd") plus ``auc`` (of ``scores``), ``scores`` (N_test,)
         s(x), ``auc_global`` and, with a local model, ``auc_local`` (ROC-AUC of s_G and s_L alone),
         ``labels``, ``classes``, ``history`` (per-epoch dicts of the global model; ``history_local``
-        for the local one), ``n_fit`` (training images), ``config``, ``local`` (settings or None),
-        ``size_mode`` and ``seconds_train``/``seconds_score``.
+        for the local one), ``n_fit`` (training images), ``optimizer_steps`` (the global model's,
+        :func:`igd_optimizer_steps`) and, with a local model, ``optimizer_steps_local`` (on its
+        N·P patches), ``config``, ``local`` (settings or None), ``size_mode`` and
+        ``seconds_train``/``seconds_score``.
     """
     size = config.hw()
     train_x = _igd_training_images(data, size, size_mode, max_train, seed)
@@ -619,6 +669,12 @@ def run_igd(
     seconds_score = time.perf_counter() - t0
     labels = data.test_labels.numpy()
     extra = {"auc_local": roc_auc(scores["local"], labels)} if "local" in scores else {}
+    extra[STEPS_KEY] = igd_optimizer_steps(len(train_x), config.batch_size, config.epochs)
+    if local is not None:
+        n_patches = len(train_x) * extract_patches(train_x[:1], local.patch, local.stride).shape[1]
+        extra[f"{STEPS_KEY}_local"] = igd_optimizer_steps(
+            n_patches, config.batch_size, config.epochs
+        )
     return result_record(
         data,
         "igd",
@@ -692,7 +748,9 @@ def collect_results(results_dir: str | os.PathLike) -> pd.DataFrame:
 
     Returns:
         one row per file with columns ``dataset``, ``method``, ``teacher_config``, ``class`` (int),
-        ``auc`` (float), then ``source``, ``description`` and ``path``; sorted by the first four.
+        ``auc`` (float), then ``source``, ``description``, ``path`` and ``optimizer_steps``
+        (nullable integer: the model's :data:`STEPS_KEY`, missing where none was recorded);
+        sorted by the first four.
 
     Raises:
         ValueError: two files for the same (dataset, source, method, teacher_config, class).
@@ -716,9 +774,10 @@ def collect_results(results_dir: str | os.PathLike) -> pd.DataFrame:
                 "source": record.get("source", ""),
                 "description": record.get("description", ""),
                 "path": str(path),
+                STEPS_KEY: record.get(STEPS_KEY),
             }
         )
-    columns = [*_RESULT_COLUMNS, "source", "description", "path"]
+    columns = [*_RESULT_COLUMNS, "source", "description", "path", STEPS_KEY]
     df = pd.DataFrame(rows, columns=columns)
     key = ["dataset", "source", "method", "teacher_config", "class"]
     dup = df[df.duplicated(key, keep=False)]
@@ -729,4 +788,7 @@ def collect_results(results_dir: str | os.PathLike) -> pd.DataFrame:
         )
     df["class"] = df["class"].astype("int64")
     df["auc"] = df["auc"].astype("float64")
+    df[STEPS_KEY] = pd.array(
+        [None if v is None or pd.isna(v) else int(v) for v in df[STEPS_KEY]], dtype="Int64"
+    )
     return df.sort_values(list(_RESULT_COLUMNS[:4])).reset_index(drop=True)

@@ -17,6 +17,16 @@ from typing import Any
 from ust.io import atomic_write, atomic_write_text
 from ust.paths import resolve
 
+#: key under which every trained model's result records its optimiser steps (per network; the report
+#: labels rows below ``ust.report.claims.MIN_OPTIMIZER_STEPS`` as under-trained)
+STEPS_KEY = "optimizer_steps"
+
+
+def epoch_steps(n_items: int, epochs: int, batch_size: int) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n_items`` in batches of ``batch_size`` (the last
+    batch may be smaller): ``epochs × ⌈n_items / batch_size⌉``."""
+    return int(epochs) * math.ceil(int(n_items) / int(batch_size))
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ust.experiments.config import OneClassDataConfig, PipelineConfig, load_config
+from ust.experiments.config import TEXTURE_SET, OneClassDataConfig, PipelineConfig, load_config
 from ust.io import atomic_write_text
 from ust.paths import resolve
 
@@ -109,6 +109,26 @@ def _missing_mvtec(root) -> None:
     )
 
 
+def _texture_set_check(config: PipelineConfig) -> Callable[[], object]:
+    """``mvtec_data.root`` names the folder the ``mvtec_data`` stage builds, and the source
+    textures of every category can be read."""
+    data = config.mvtec_data
+
+    def check() -> None:
+        from ust.data.textures import load_texture
+
+        if resolve(data.root) != resolve(TEXTURE_SET):
+            raise ValueError(
+                f"`mvtec_data.root` is {data.root!r}, but with `mvtec_data.synthetic: true` the "
+                f"mvtec_data stage builds the texture set in {TEXTURE_SET}: set "
+                f"`mvtec_data.root: {TEXTURE_SET}`"
+            )
+        for category in config.mvtec.categories:
+            load_texture(category, data.texture_dir)  # names the missing file or package
+
+    return check
+
+
 def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
     """Everything the profile needs that is missing, as actionable messages ([] = ready).
 
@@ -135,9 +155,11 @@ def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
     for name in datasets:
         checks.append((f"oneclass {name}", _oneclass_check(name, config.oneclass_data[name])))
     data = config.mvtec_data
-    if not data.synthetic and not resolve(data.root).is_dir():
+    if data.synthetic:
+        checks.append(("mvtec texture set", _texture_set_check(config)))
+    elif not resolve(data.root).is_dir():
         checks.append(("mvtec", lambda: _missing_mvtec(resolve(data.root))))
-    elif not data.synthetic:
+    else:
         from ust.data.mvtec import validate_category
 
         for cat in config.mvtec.categories:

@@ -5,6 +5,9 @@ docs/decisions.md#dense-transformation).
 one forward pass yields a descriptor for every pixel of an image of any size, exactly equal to
 evaluating the patch network on every p×p window (multi-pooling: every strided pooling layer is
 evaluated at all of its offsets, the offsets are moved into the batch and unwarped at the end).
+``valid=True`` keeps only the outputs whose receptive field lies inside the image (no zero padding;
+used by random-crop student training), and a :class:`~ust.method.ensemble.StudentEnsemble` in place
+of the patch network evaluates M students in one pass.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ust.method.ensemble import StudentEnsemble
 from ust.method.networks import PatchNet, check_image_batch
 
 
@@ -86,9 +90,16 @@ class DenseNet(nn.Module):
     Every stride-2 max-pool becomes a stride-1 pool followed by a space-to-batch rearrangement
     (multi-pooling), so all later layers are ordinary dense convolutions on smaller maps; the
     interleaved sub-grids are put back together at the end.
+
+    ``forward(x, valid=True)`` computes only the outputs whose receptive field lies inside the
+    image, without zero padding above/left: (B, d, H − rf + 1, W − rf + 1), where output (i, j)
+    reads input rows i … i + rf − 1 and equals the normal output at (i + pad_top, j + pad_top).
+
+    ``patch`` may also be a :class:`~ust.method.ensemble.StudentEnsemble`: the output then has M·d
+    channels (student-major; ``ensemble.split`` views it as (B, M, d, H, W)).
     """
 
-    def __init__(self, patch: PatchNet, *, channels_last: bool = True):
+    def __init__(self, patch: PatchNet | StudentEnsemble, *, channels_last: bool = True):
         super().__init__()
         self.patch = patch
         self.channels_last = channels_last
@@ -138,10 +149,28 @@ class DenseNet(nn.Module):
         ph, pw = self._padded_len(h), self._padded_len(w)
         return top, pw - w - top, top, ph - h - top
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def valid_padding(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """``F.pad`` widths for ``forward(x, valid=True)``: nothing left/top; right/bottom only the
+        zeros the pooling grid needs to cover all H − rf + 1 valid outputs (they feed only
+        outputs beyond it, which are cropped; none when H − rf + 1 is a multiple of the total
+        pooling stride)."""
+        rf = self.patch.rf
+        if h < rf or w < rf:
+            raise ValueError(
+                f"valid mode needs images of at least rf×rf = {rf}×{rf} pixels, got {h}×{w}"
+            )
+        ph, pw = self._padded_len(h - rf + 1), self._padded_len(w - rf + 1)
+        return 0, pw - w, 0, ph - h
+
+    def forward(self, x: torch.Tensor, *, valid: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) → (B, C, H, W), or (B, C, H − rf + 1, W − rf + 1) with ``valid=True``."""
         check_image_batch(x)
         b, _, h, w = x.shape
-        x = F.pad(x, self.padding(h, w))
+        if valid:
+            x = F.pad(x, self.valid_padding(h, w))
+            h, w = h - self.patch.rf + 1, w - self.patch.rf + 1
+        else:
+            x = F.pad(x, self.padding(h, w))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         strides = []
@@ -158,8 +187,11 @@ class DenseNet(nn.Module):
         return x[:, :, :h, :w] if x.shape[-2:] != (h, w) else x
 
 
-def dense_net(patch: PatchNet, *, channels_last: bool = True) -> DenseNet:
-    """Wrap ``patch`` (parameters shared, not copied) into its dense image network."""
-    if not isinstance(patch, PatchNet):
-        raise ValueError(f"dense_net expects a PatchNet, got {type(patch).__name__}")
+def dense_net(patch: PatchNet | StudentEnsemble, *, channels_last: bool = True) -> DenseNet:
+    """Wrap ``patch`` (parameters shared, not copied) into its dense image network; a
+    :class:`~ust.method.ensemble.StudentEnsemble` gives all M students in one pass."""
+    if not isinstance(patch, PatchNet | StudentEnsemble):
+        raise ValueError(
+            f"dense_net expects a PatchNet or a StudentEnsemble, got {type(patch).__name__}"
+        )
     return DenseNet(patch, channels_last=channels_last)

@@ -9,6 +9,13 @@ them under ``figures/<profile>/`` (so that a quick default run does not replace 
 Besides the tables, the report stage draws two summary heatmaps, ``figures/oneclass_auc.png`` and
 ``figures/mvtec_au_pro.png`` (:func:`write_summary_figures`); each is skipped when its results are
 absent.
+
+``figures/claims.md`` answers "does it reproduce the paper's claims?" (:mod:`ust.report.claims`,
+from the numbers of ``summary.json``, which stores the same claims under ``"claims"``). Every table
+labels a model trained for fewer than :data:`ust.report.claims.MIN_OPTIMIZER_STEPS` optimiser steps
+"under-trained (N steps)"; ``summary.json`` keeps the recorded steps under ``"steps"``
+(:func:`training_steps`). ``python -m ust.report.readme_sync claims <summary.json>`` re-derives the
+claims of an existing summary (e.g. a snapshot) without re-running the report.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ SNAPSHOT_FILES = (
     "oneclass.md",
     "mvtec.md",
     "timings.md",
+    "claims.md",
     "summary.json",
     "figure1_mvtec.png",
     "figure4_mds.png",
@@ -63,7 +71,7 @@ BUDGET_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
         ("mvtec_data", k)
         for k in ("image_size", "n_train", "n_test_good", "n_test_defect_per_type")
     )
-    + (("mvtec_train", "image_size"), ("mvtec_train", "epochs"))
+    + tuple(("mvtec_train", k) for k in ("image_size", "epochs", "batch_size", "crop"))
     + tuple(
         ("mvtec_baselines", k)
         for k in (
@@ -100,6 +108,15 @@ def run_instead(table: str, params: dict | None = None, paper: dict | None = Non
         for sec, key in BUDGET_KEYS[table]
         if params[sec][key] != paper[sec][key]
     ]
+    if table == "oneclass":  # per-dataset budgets (oneclass_dataset.<name>) over oneclass_train
+        budget_keys = {k for s, k in BUDGET_KEYS[table] if s == "oneclass_train"}
+        for name, values in sorted((params.get("oneclass_dataset") or {}).items()):
+            diffs += [
+                f"`oneclass_dataset.{name}.{key}` {_setting(value)} "
+                f"(paper: {_setting(paper['oneclass_train'][key])})"
+                for key, value in (values or {}).items()
+                if key in budget_keys and value != paper["oneclass_train"][key]
+            ]
     if not diffs:
         return "Iteration counts and sizes: the paper's.\n\n"
     return (
@@ -203,14 +220,20 @@ _DECORRELATION = {
 
 
 def teachers_table(results_dir: str | os.PathLike = "results/teachers") -> str:
-    """Markdown table of every pretrained teacher's metrics.json under ``results_dir``."""
+    """Markdown table of every pretrained teacher's metrics.json under ``results_dir``; a teacher
+    trained for fewer than :data:`ust.report.claims.MIN_OPTIMIZER_STEPS` iterations (one optimiser
+    step each) is labelled under-trained in its iterations cell."""
+    from ust.report.claims import undertrained_label
+
     rows = []
     for path in sorted(resolve(results_dir).glob("p*/*/metrics.json")):
         m = json.loads(path.read_text())
         c = m["configuration"]
+        label = undertrained_label(m["iterations"])
         rows.append(
             f"| {m['patch_size']} | {m['losses']} | {c['lambda_k']:g} / {c['lambda_m']:g} / "
-            f"{c['lambda_c']:g} | {m['iterations']} | {m['triplet_accuracy_random_init']:.3f} | "
+            f"{c['lambda_c']:g} | {m['iterations']}{', ' + label if label else ''} | "
+            f"{m['triplet_accuracy_random_init']:.3f} | "
             f"{m['triplet_accuracy_trained']:.3f} | {m['iterations_per_s']:.2f} |"
         )
     if not rows:
@@ -238,7 +261,8 @@ def write_teachers_table(out: str | os.PathLike = "figures/teachers.md") -> Path
 
 
 def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tuple[str, dict]:
-    """Markdown per dataset (per-class AUC beside the published rows) and mean AUCs per method."""
+    """Markdown per dataset (per-class AUC beside the published rows, "ours" rows of under-trained
+    methods labelled, :func:`oneclass_labels`) and mean AUCs per method."""
     from ust.experiments.oneclass import collect_results
     from ust.report.tables_oneclass import default_data_label, oneclass_table, to_markdown
 
@@ -254,13 +278,96 @@ def oneclass_tables(results_dir: str | os.PathLike = "results/oneclass") -> tupl
             f"#### {dataset}\n\nData: {label}. Profile: `{profile}`. Normal classes run: "
             f"{', '.join(map(str, classes))} ({'all ten' if len(classes) == 10 else 'a subset'}). "
             "ROC-AUC, anomalous = the other nine classes; rows 'published' are the papers' numbers.\n\n"
-            + to_markdown(oneclass_table(df, dataset))
+            + to_markdown(oneclass_table(df, dataset), oneclass_labels(df, dataset))
         )
         means[dataset] = {
             f"{m}:{c}" if c else m: float(g["auc"].mean())
             for (m, c), g in rows.groupby(["method", "teacher_config"])
         }
     return "\n".join(parts), means
+
+
+def oneclass_labels(df, dataset: str) -> dict[str, str]:
+    """``{row key: "under-trained (N–M steps)"}`` of the one-class rows of ``dataset`` (a
+    :func:`ust.experiments.oneclass.collect_results` frame) whose fewest steps over the classes are
+    below :data:`ust.report.claims.MIN_OPTIMIZER_STEPS`."""
+    from ust.report.claims import undertrained_label
+    from ust.report.tables_oneclass import step_ranges
+
+    labels = {k: undertrained_label(lo, hi) for k, (lo, hi) in step_ranges(df, dataset).items()}
+    return {k: v for k, v in labels.items() if v}
+
+
+def training_steps(
+    teachers_dir: str | os.PathLike = "results/teachers",
+    oneclass_dir: str | os.PathLike = "results/oneclass",
+    mvtec_dir: str | os.PathLike = "results/mvtec",
+    multiscale_dir: str | os.PathLike = "results/mvtec_multiscale",
+) -> dict:
+    """``summary["steps"]``: the optimiser steps each trained model recorded, and the threshold.
+
+    Returns:
+        ``{"min_optimizer_steps": MIN_OPTIMIZER_STEPS, "teachers": {"p<p>-<losses>": iterations},
+        "oneclass": {dataset: {row key: {"min", "max"}}} (over the classes), "mvtec": {category:
+        {model: steps}}}`` (:func:`ust.report.tables_mvtec.mvtec_steps`: per student for the
+        scales, the fewest of the scales for ``multiscale``); models without a count are left out.
+    """
+    from ust.experiments.oneclass import collect_results
+    from ust.report.claims import MIN_OPTIMIZER_STEPS
+    from ust.report.tables_mvtec import mvtec_steps
+    from ust.report.tables_oneclass import step_ranges
+
+    teachers = {}
+    for path in sorted(resolve(teachers_dir).glob("p*/*/metrics.json")):
+        m = json.loads(path.read_text())
+        teachers[f"p{m['patch_size']}-{m['losses']}"] = int(m["iterations"])
+    df = collect_results(resolve(oneclass_dir))
+    oneclass = {
+        ds: {k: {"min": lo, "max": hi} for k, (lo, hi) in step_ranges(df, ds).items()}
+        for ds in sorted(df["dataset"].unique())
+    }
+    params = load_params()
+    mvtec = mvtec_steps(
+        list(params["mvtec"]["categories"]),
+        params["mvtec"]["patch_sizes"],
+        results_dir=resolve(mvtec_dir),
+        multiscale_dir=resolve(multiscale_dir),
+    )
+    return {
+        "min_optimizer_steps": MIN_OPTIMIZER_STEPS,
+        "teachers": teachers,
+        "oneclass": {ds: v for ds, v in oneclass.items() if v},
+        "mvtec": {c: v for c, v in mvtec.items() if v},
+    }
+
+
+def texture_categories(params: dict | None = None) -> list[str]:
+    """Categories whose claims include the raw-pixel floor: ``mvtec_baselines.texture_categories``
+    of ``params`` (default: the active parameters)."""
+    params = load_params() if params is None else params
+    return list((params.get("mvtec_baselines") or {}).get("texture_categories") or ())
+
+
+def add_claims(summary: dict, out: str | os.PathLike) -> list:
+    """Check the paper's claims on ``summary`` (:func:`ust.report.claims.evaluate_claims`, texture
+    categories from :func:`texture_categories`), store them in ``summary["claims"]`` and write
+    ``<out>/claims.md``; returns the claims."""
+    from ust.report.claims import claims_markdown, evaluate_claims
+
+    claims = evaluate_claims(summary, texture_categories=texture_categories())
+    summary["claims"] = [c.to_dict() for c in claims]
+    atomic_write_text(resolve(out) / "claims.md", claims_markdown(claims, summary.get("profile")))
+    return claims
+
+
+def rederive_claims(summary_path: str | os.PathLike) -> Path:
+    """Re-check the claims of an existing ``summary.json`` (e.g. ``figures/offline_full/``): its
+    ``"claims"`` and the ``claims.md`` beside it are rewritten; returns the Markdown path."""
+    path = resolve(summary_path)
+    summary = json.loads(path.read_text())
+    add_claims(summary, path.parent)
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path.parent / "claims.md"
 
 
 def _mvtec_data_label(params: dict) -> str:
@@ -387,7 +494,9 @@ def write_summary_figures(
 
 def write_tables(out: str | os.PathLike = "figures") -> dict:
     """Every table and summary figure the README embeds, from the stages' result files: the
-    Markdown tables, ``summary.json``, Figures 1, 4 and 5 and the :data:`SUMMARY_FIGURES`."""
+    Markdown tables, ``claims.md`` (:func:`add_claims`), ``summary.json`` (with ``"steps"``,
+    :func:`training_steps`, and ``"claims"``), Figures 1, 4 and 5 and the
+    :data:`SUMMARY_FIGURES`."""
     import shutil
 
     out = resolve(out)
@@ -414,7 +523,14 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
         },
         "oneclass_mean_auc": oc_means,
         "mvtec": mv_summary,
+        "steps": training_steps(
+            resolve("results/teachers"),
+            resolve("results/oneclass"),
+            resolve("results/mvtec"),
+            resolve("results/mvtec_multiscale"),
+        ),
     }
+    add_claims(summary, out)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -471,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("teachers", help="write figures/teachers.md from results/teachers")
     sub.add_parser("tables", help="write every figures/ table, summary.json and figure")
     sub.add_parser("snapshot", help="copy figures/ files to figures/<active profile>/")
+    claims = sub.add_parser(
+        "claims", help="re-derive claims.md and the claims of an existing summary.json"
+    )
+    claims.add_argument("summary", nargs="?", default="figures/summary.json")
     sync = sub.add_parser("sync", help="copy figures/*.md into README.md between markers")
     sync.add_argument("--check", action="store_true", help="only report stale blocks (exit 1)")
     args = parser.parse_args(argv)
@@ -481,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         write_tables()
         skipped = [n for n in SUMMARY_FIGURES if not resolve(f"figures/{n}").exists()]
         print("figures/ written" + "".join(f"; figures/{n} skipped (no results)" for n in skipped))
+        return 0
+    if args.cmd == "claims":
+        print(f"{rederive_claims(args.summary)} written")
         return 0
     if args.cmd == "snapshot":
         print(f"figures copied to {snapshot()}")

@@ -11,6 +11,12 @@ Layout of the results (stages ``mvtec`` and ``mvtec_multiscale``)::
 
 The receptive fields are those of ``mvtec.patch_sizes`` in ``params.yaml`` unless a caller passes
 ``scales``; the tables get one column per scale.
+
+Under-training: :func:`mvtec_steps` reads the optimiser steps the runs recorded
+(:data:`ust.report.claims.STEPS_KEY`: per student in a single-scale ``metrics.json``, per method in
+``baselines.json`` and in ``ssim_ae.json``); when a model of a row took fewer than
+:data:`ust.report.claims.MIN_OPTIMIZER_STEPS`, the tables get a last column "under-trained" naming
+the models and their steps. Results without the key get no label.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
-from ust.experiments.outputs import single_scale_run_dir
+from ust.experiments.outputs import STEPS_KEY, single_scale_run_dir
 from ust.paths import resolve
+from ust.report.claims import undertrained_label
 from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
 from ust.report.published import (
     MULTISCALE,
@@ -80,6 +87,75 @@ def category_summary(out_dir: str | os.PathLike) -> dict:
     if ssim:
         summary["ssim_ae"] = {k: ssim[k] for k in ("au_pro", "pixel_auroc", "image_auroc")}
     return summary
+
+
+def _steps_of(record: dict) -> int | None:
+    value = record.get(STEPS_KEY) if isinstance(record, dict) else None
+    return None if value is None else int(value)
+
+
+def category_steps(
+    category: str,
+    scales: Sequence[int],
+    results_dir: str | os.PathLike = MVTEC_DIR,
+    multiscale_dir: str | os.PathLike = MULTISCALE_DIR,
+) -> dict[str, int]:
+    """Optimiser steps per model of ``category``: ``p<p>`` (per student, from the single-scale
+    ``metrics.json``), ``multiscale`` (the fewest of its scales), each baseline of
+    ``baselines.json`` and ``ssim_ae``; models without a recorded count are left out."""
+    steps: dict[str, int] = {}
+    for p in scales:
+        n = _steps_of(_read(single_scale_run_dir(results_dir, category, p) / "metrics.json"))
+        if n is not None:
+            steps[f"p{p}"] = n
+    if steps:
+        steps[MULTISCALE] = min(steps.values())
+    multi = multiscale_run(multiscale_dir, category)
+    for method, record in _read(multi / "baselines.json").items():
+        if _steps_of(record) is not None:
+            steps[method] = _steps_of(record)
+    if _steps_of(_read(multi / "ssim_ae.json")) is not None:
+        steps["ssim_ae"] = _steps_of(_read(multi / "ssim_ae.json"))
+    return steps
+
+
+def mvtec_steps(
+    categories: Sequence[str],
+    scales: Iterable[int] | None = None,
+    *,
+    results_dir: str | os.PathLike = MVTEC_DIR,
+    multiscale_dir: str | os.PathLike = MULTISCALE_DIR,
+) -> dict[str, dict[str, int]]:
+    """:func:`category_steps` of every category (``summary["steps"]["mvtec"]``)."""
+    scales = patch_sizes(scales)
+    return {c: category_steps(c, scales, results_dir, multiscale_dir) for c in categories}
+
+
+def training_cell(names_steps: Iterable[tuple[str, int | None]]) -> str:
+    """The "under-trained" cell of a row: the under-trained models of ``(name, steps)`` grouped by
+    label, e.g. ``"p = 17, p = 33: under-trained (36 steps); l2ae: under-trained (50 steps)"``;
+    "" when none is under-trained or no steps were recorded."""
+    groups: dict[str, list[str]] = {}
+    for name, steps in names_steps:
+        label = undertrained_label(steps)
+        if label:
+            groups.setdefault(label, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {label}" for label, names in groups.items())
+
+
+def _with_training_column(table: str, cells: Sequence[str]) -> str:
+    """``table`` (header, rule, one row per cell, then any rows without a cell) with a last column
+    "under-trained" when any cell is non-empty; unchanged otherwise."""
+    if not any(cells):
+        return table
+    lines = table.rstrip("\n").split("\n")
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| category |"))
+    lines[start] += " under-trained |"
+    lines[start + 1] += "---|"
+    for i in range(start + 2, len(lines)):
+        j = i - start - 2
+        lines[i] += f" {cells[j] if j < len(cells) else ''} |"
+    return "\n".join(lines) + "\n"
 
 
 def category_figures(
@@ -255,14 +331,31 @@ def mvtec_tables(
         scales: receptive fields, one Table 3 column each (default: ``mvtec.patch_sizes``).
         baseline_p: the scale shown beside the baselines in Table 2 (default:
             :func:`baseline_teacher_p`); it is read even if not among ``scales``.
-    Missing runs are shown as "–".
+    Missing runs are shown as "–". When a row has an under-trained model (:func:`training_cell` of
+    the steps :func:`category_steps` reads; the multiscale fusion counts with the fewest steps of
+    its scales) the tables get a last column "under-trained".
     """
     scales = patch_sizes(scales)
     baseline_p = baseline_teacher_p() if baseline_p is None else int(baseline_p)
     header = f"Data: {data_label}. Profile: `{profile}`. AU-PRO up to FPR 0.3."
     read = scales if baseline_p in scales else [*scales, baseline_p]
     measured = _measured(categories, read, results_dir, multiscale_dir, "au_pro")
-    return _table3(measured, scales, header), _table2(measured, header, baseline_p)
+    steps = {c: category_steps(c, read, results_dir, multiscale_dir) for c in categories}
+    t3_cells, t2_cells = [], []
+    for cat in categories:
+        got = steps[cat]
+        fused = [(MULTISCALE, got.get(MULTISCALE))]
+        t3_cells.append(training_cell([(f"p = {p}", got.get(f"p{p}")) for p in scales] + fused))
+        t2_cells.append(
+            training_cell(
+                [(f"ours p={baseline_p}", got.get(f"p{baseline_p}")), *fused]
+                + [(m, got.get(m)) for m in TABLE2_METHODS]
+            )
+        )
+    return (
+        _with_training_column(_table3(measured, scales, header), t3_cells),
+        _with_training_column(_table2(measured, header, baseline_p), t2_cells),
+    )
 
 
 def mvtec_metric_frame(

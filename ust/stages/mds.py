@@ -12,7 +12,8 @@ from ust.train.device import resolve_device
 
 
 def train_mds_students(*, progress: bool = True, out_dir: str | os.PathLike | None = None):
-    """Students of Figure 4 (``mds``: dataset, normal class, M) with ``oneclass_train`` settings;
+    """Students of Figure 4 (``mds``: dataset, normal class, M) with the ``oneclass_train`` settings
+    of that dataset (``oneclass_dataset.<dataset>`` merged over them);
     returns (trained vector-mode model, the one-class task, :func:`run_students` result).
 
     ``out_dir``: the stage's output folder; when it lies outside the pipeline's outputs and the
@@ -21,7 +22,8 @@ def train_mds_students(*, progress: bool = True, out_dir: str | os.PathLike | No
     from ust.experiments.oneclass import run_students
 
     config = load_config()
-    mds, train = config.mds, config.oneclass_train
+    mds = config.mds
+    train = config.oneclass_train_for(mds.dataset)
     data = load_oneclass_task(mds.dataset, mds.normal_class, config=config)
     device = resolve_device(train.device)
     teacher = stage_teacher(train.p, mds.teacher_losses, device, out_dir=out_dir)

@@ -41,23 +41,16 @@ if TYPE_CHECKING:
 
 
 def mvtec_root(config: PipelineConfig | None = None) -> Path:
-    """The MVTec-layout data root of ``mvtec_data``; the synthetic set is generated there first
-    when ``synthetic`` is true (deterministic: an identical existing tree is kept)."""
+    """The MVTec-layout data root of ``mvtec_data``; with ``synthetic: true`` the texture set is
+    (re)built there first when it is missing or differs from the parameters (the ``mvtec_data``
+    stage builds the same bytes; an identical existing tree is kept untouched)."""
     config = config or load_config()
     data = config.mvtec_data
     root = resolve(data.root)
     if data.synthetic:
-        from ust.data.synthetic import make_synthetic_mvtec
+        from ust.experiments.mvtec_data import build_texture_set
 
-        make_synthetic_mvtec(
-            root,
-            categories=config.mvtec.categories,
-            image_size=data.image_size,
-            n_train=data.n_train,
-            n_test_good=data.n_test_good,
-            n_test_defect_per_type=data.n_test_defect_per_type,
-            seed=data.seed,
-        )
+        build_texture_set(root, config)
     elif not root.is_dir():
         raise FileNotFoundError(
             f"MVTec AD not found at {root}: download it from MVTec (CC BY-NC-SA 4.0), unpack it so "
@@ -72,14 +65,15 @@ def mvtec_data_root(
     """:func:`mvtec_root`, or, when the real MVTec AD folder (``mvtec_data.synthetic: false``) is
     missing and :func:`ust.stages.builds_substitutes` allows it for ``out_dir``, the smoke-size
     synthetic set of ``profiles/smoke.yaml`` under ``<out_dir>/substitutes/mvtec_data`` (only for
-    the synthetic categories brick, grass and gravel)."""
+    the texture-set categories, :data:`ust.data.textures.CATEGORIES`)."""
     config = config or load_config()
     data = config.mvtec_data
     if data.synthetic or resolve(data.root).is_dir() or not builds_substitutes(out_dir):
         return mvtec_root(config)
-    from ust.data.synthetic import SOURCE_IMAGES, make_synthetic_mvtec
+    from ust.data.synthetic import make_synthetic_mvtec
+    from ust.data.textures import CATEGORIES
 
-    if category not in SOURCE_IMAGES:
+    if category not in CATEGORIES:
         mvtec_root(config)  # raises the usual "MVTec AD not found" error
     smoke = smoke_config().mvtec_data
     root = substitutes_dir(out_dir) / "mvtec_data"
@@ -97,6 +91,7 @@ def mvtec_data_root(
         n_test_good=smoke.n_test_good,
         n_test_defect_per_type=smoke.n_test_defect_per_type,
         seed=smoke.seed,
+        texture_dir=data.texture_dir,
     )
     return root
 
@@ -139,6 +134,11 @@ def feature_baseline_settings(
         ae_weight_decay=base.ae_weight_decay,
         ocsvm_solver=base.ocsvm_solver,
         ocsvm_components=base.ocsvm_components,
+        raw_patch=base.raw_patch,
+        raw_grid=base.raw_grid,
+        raw_bank=base.raw_bank,
+        raw_stride=base.raw_stride,
+        raw_padding=base.raw_padding,
     )
 
 
@@ -275,7 +275,8 @@ def run_mvtec_multiscale(
 ) -> dict:
     """Multiscale fusion of the single-scale runs ``<single_scale_root>/<category>/p<p>`` (one per
     p of ``mvtec.patch_sizes``) plus the Table 2 baselines: the feature baselines on the
-    descriptors of the p = ``mvtec_baselines.p`` teacher (when ``methods`` is not empty) and the
+    descriptors of the p = ``mvtec_baselines.p`` teacher and the raw-pixel floor ``raw_nn`` (when
+    ``methods`` is not empty; the teacher is loaded only for the teacher-feature methods) and the
     SSIM-AE (when ``ssim_ae_epochs > 0``). Writes metrics.json (multiscale), table.json/.csv,
     baselines.json and ssim_ae.json to ``out_dir``; returns {"multiscale", "baselines", "ssim_ae"}
     results (the last two when run). Missing inputs: see :func:`multiscale_inputs`."""
@@ -290,10 +291,15 @@ def run_mvtec_multiscale(
     out = output_dir(out_dir)
     result = {"multiscale": run_multiscale(dirs, root, category, out, progress=progress)}
     if base.methods:
+        from ust.experiments.mvtec_baselines import RAW_METHODS
+
+        needs_teacher = set(base.methods) - set(RAW_METHODS)
         result["baselines"] = run_feature_baselines(
             root,
             category,
-            stage_teacher(base.p, train.teacher_losses, device, out_dir=out),
+            stage_teacher(base.p, train.teacher_losses, device, out_dir=out)
+            if needs_teacher
+            else None,
             out,
             feature_baseline_settings(base, train),
             device=device,

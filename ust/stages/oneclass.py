@@ -60,11 +60,11 @@ def baseline_settings(train: OneClassTrainConfig):
 
 def load_oneclass_task(dataset: str, normal_class: int, *, config: PipelineConfig | None = None):
     """The one-class task of ``dataset`` with data settings from ``oneclass_data.<dataset>`` and the
-    split/subset settings of ``oneclass_train``."""
+    split/subset settings of ``oneclass_train`` (with ``oneclass_dataset.<dataset>`` merged over it)."""
     from ust.data.oneclass import load_oneclass, prepare_fashion_mnist_from_system
 
     config = config or load_config()
-    data_cfg, train = config.oneclass_data[dataset], config.oneclass_train
+    data_cfg, train = config.oneclass_data[dataset], config.oneclass_train_for(dataset)
     root = resolve(data_cfg.root)
     if data_cfg.source == "system" and dataset == "fashion_mnist":
         prepare_fashion_mnist_from_system(root)
@@ -146,7 +146,8 @@ def _baselines(
     )
     for method, auc in aucs.items():
         scores[method] = details[method]["scores"]
-        rec = result_record(data, method, auc, teacher_config=first)
+        steps = {k: v for k, v in details[method].items() if k == "optimizer_steps"}
+        rec = result_record(data, method, auc, teacher_config=first, **steps)
         write_class_result(rec, out / f"{method}.json")
         summary[method] = auc
     return summary
@@ -192,7 +193,7 @@ def run_oneclass(data: OneClassData, out_dir: str | os.PathLike, *, progress: bo
 
     A teacher missing from ``results/teachers`` is replaced by a smoke-size substitute when
     ``out_dir`` is outside the pipeline's outputs (:func:`ust.stages.stage_teacher`)."""
-    train = load_config().oneclass_train
+    train = load_config().oneclass_train_for(data.name)
     out = output_dir(out_dir)
     device = resolve_device(train.device)
     scores: dict[str, np.ndarray] = {}

@@ -1,5 +1,11 @@
 """The student training loop (paper §3.2): every student of an ensemble regresses the normalised
-teacher descriptors of the training images, with its own Adam optimiser and its own data order.
+teacher descriptors of the training images, by default with its own Adam optimiser and its own data
+order.
+
+With ``batched=True`` the M students train as one :class:`~ust.method.ensemble.StudentEnsemble`
+(grouped convolutions, one Adam over the stacked parameters, one shared data order); with
+``crop=c`` every training sample is a random c×c window of output pixels whose receptive fields lie
+inside the image (the per-pixel regression, sampled), regressed on the full-image targets.
 
 Checkpoints after every epoch make :func:`train_students` resumable (same weights as an uninterrupted
 run on CPU); under ``torchrun`` the same loop runs data parallel. With ``live_dir`` every epoch's
@@ -9,7 +15,9 @@ losses also go to dvclive (``<live_dir>/metrics.json``, ``<live_dir>/plots/metri
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -20,6 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ust.io import atomic_torch_save
+from ust.method.dense import DenseNet, dense_net
+from ust.method.ensemble import StudentEnsemble
 from ust.method.students import StudentTeacher, batch_indices, derive_seed, student_loss
 from ust.train import distributed as ddp
 from ust.train.live import log_step, replay
@@ -27,7 +37,30 @@ from ust.train.live import log_step, replay
 
 @dataclass(frozen=True)
 class StudentTrainingConfig:
-    """Optimisation of the students (MVTec: 100 epochs, batch 1, Adam 1e-4, weight decay 1e-5)."""
+    """Optimisation of the students (MVTec: 100 epochs, batch 1, Adam 1e-4, weight decay 1e-5).
+
+    ``batched``: the M students run as one :class:`~ust.method.ensemble.StudentEnsemble`
+    with one Adam over the stacked parameters, minimising the sum of the M per-student losses.
+    Adam and weight decay act element-wise and student i's parameters only receive the gradient of
+    its own loss, so every student takes the steps it would take alone *on the same batches* (equal
+    up to float rounding). What changes is the data: all students see one data order (and the same
+    crops), drawn from the generator seeded like student 0's in separate mode, so batched student 0
+    matches separate student 0 while students 1 … M − 1 no longer have orders of their own (their
+    independence then rests on their initialisations alone). The ensemble's weights are copied
+    back into ``model.students`` after every epoch.
+
+    ``crop = c``: each training sample is a c×c window of output pixels whose rf×rf receptive
+    fields lie fully inside the image (the window's corner uniformly among those positions, drawn
+    per image and epoch from the unit's generator after its permutation: separate students draw
+    their own windows). The network gets only the
+    c + rf − 1 input rows and columns the window needs, evaluated with
+    ``DenseNet.forward(..., valid=True)`` (no zero padding; a c that is a multiple of the total
+    pooling stride, 1/4/8 for p = 17/33/65, wastes no computation), and regresses the full-image
+    targets at those pixels. Epoch losses are then means over the windows' pixels. Needs a dense
+    model and c ≤ min(H, W) − rf + 1.
+
+    ``fused_adam``: torch's fused Adam kernel (see the field's comment); either mode.
+    """
 
     epochs: int = 100
     batch_size: int = 1
@@ -36,6 +69,17 @@ class StudentTrainingConfig:
     seed: int = 0
     # Cache the normalised training targets when they fit in this many bytes (else recompute them).
     cache_bytes: int = 2 * 1024**3
+    # Train the M students as one grouped-convolution network with one Adam and one data order.
+    batched: bool = False
+    # Train on random crop×crop windows of output pixels (receptive fields inside the image).
+    crop: int | None = None
+    # torch's fused Adam kernel: the same update in one pass over memory (a several times faster
+    # optimiser step on the CPU), equal to the default kernel up to float rounding.
+    fused_adam: bool = False
+
+
+# Fields added after checkpoints were first written: an older checkpoint had their defaults.
+_ADDED_FIELDS = {"batched": False, "crop": None, "fused_adam": False}
 
 
 def _resolve_distributed(distributed: ddp.DistInfo | None) -> ddp.DistInfo | None:
@@ -47,10 +91,46 @@ def _resolve_distributed(distributed: ddp.DistInfo | None) -> ddp.DistInfo | Non
     return None
 
 
+def crop_windows(
+    images: torch.Tensor, targets: torch.Tensor, corners: torch.Tensor, crop: int, rf: int, top: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random-crop training samples: input windows (B, C, crop + rf − 1, crop + rf − 1) of
+    ``images`` (B, C, H, W) and the matching target windows (B, d, crop, crop) of ``targets``
+    (B, d, H, W, the full-image dense targets).
+
+    ``corners`` (B, 2) are the top-left input rows/columns a, b: the window's valid dense outputs
+    (``DenseNet.forward(..., valid=True)``) are the full-image outputs at rows a + ``top`` …
+    a + ``top`` + crop − 1 (``top`` = ``DenseNet.pad_top``), likewise for columns.
+    """
+    n_in = crop + rf - 1
+    xs, ts = [], []
+    for x, t, (a, b) in zip(images, targets, corners.tolist(), strict=True):
+        xs.append(x[:, a : a + n_in, b : b + n_in])
+        ts.append(t[:, a + top : a + top + crop, b + top : b + top + crop])
+    return torch.stack(xs), torch.stack(ts)
+
+
+def check_crop(model: StudentTeacher, image_shape: tuple[int, ...], crop: int | None) -> None:
+    """Raise a ValueError unless ``crop`` fits: dense mode and 1 ≤ crop ≤ side − rf + 1."""
+    if crop is None:
+        return
+    if not model.dense:
+        raise ValueError("crop training needs a dense model (dense=True), not vector mode")
+    rf = model.students[0].rf
+    h, w = image_shape[-2:]
+    if not 1 <= crop <= min(h, w) - rf + 1:
+        raise ValueError(
+            f"crop={crop} must lie in [1, {min(h, w) - rf + 1}]: an {h}×{w} image has "
+            f"{h - rf + 1}×{w - rf + 1} pixels whose {rf}×{rf} receptive field lies inside it"
+        )
+
+
 @dataclass
 class _Ensemble:
-    """The student ensemble being trained: per student an Adam optimiser, a seeded generator of its
-    data order and (under DDP) its wrapper; the cached training targets when they fit."""
+    """The student ensemble being trained, as training *units*: one per student (separate mode) or
+    one for all M (``config.batched``). Per unit an Adam optimiser, a seeded generator of its data
+    order (and crop positions) and (under DDP) its wrapper; the cached training targets when they
+    fit; in batched mode the :class:`StudentEnsemble` that holds the weights while training."""
 
     model: StudentTeacher
     images: torch.Tensor
@@ -58,8 +138,14 @@ class _Ensemble:
     info: ddp.DistInfo | None
     opts: list[torch.optim.Optimizer]
     gens: list[torch.Generator]
+    ens: StudentEnsemble | None = None
+    dense: list[DenseNet] | None = None
     cached: torch.Tensor | None = None
     nets: list | None = None
+
+    @property
+    def units(self) -> int:
+        return len(self.opts)
 
     @property
     def device(self) -> torch.device:
@@ -75,12 +161,14 @@ class _Ensemble:
         if ckpt is None or not ckpt.exists():
             return [[] for _ in range(model.m)], 0
         state = torch.load(ckpt, map_location=self.device, weights_only=False)
-        if state["config"] != asdict(config) or state["m"] != model.m:
+        if {**_ADDED_FIELDS, **state["config"]} != asdict(config) or state["m"] != model.m:
             raise ValueError(
                 f"checkpoint {ckpt} was written with a different configuration "
                 f"({state['config']}, M={state['m']}); delete it to start afresh"
             )
         model.students.load_state_dict(state["students"])
+        if self.ens is not None:
+            self.ens.load_students(model.students)  # in place: the optimiser keeps its parameters
         for opt, s in zip(self.opts, state["optimizers"]):
             opt.load_state_dict(s)
         for g, s in zip(self.gens, state["generators"]):
@@ -100,7 +188,7 @@ class _Ensemble:
                 self.cached[idx] = model.targets(images[idx].to(self.device))
 
     def wrap_ddp(self) -> None:
-        """One DDP wrapper per student when there is a process group.
+        """One DDP wrapper per training unit when there is a process group.
 
         A one-rank DistInfo without a process group (init_from_env() outside torchrun) trains as one
         process; with a group, DDP is forced even for one rank so that path is what gets tested. The
@@ -109,39 +197,84 @@ class _Ensemble:
         model, info = self.model, self.info
         if info is None or not (info.world_size > 1 or ddp.is_initialized()):
             return
+        owners = [self.ens] if self.ens is not None else list(model.students)
         self.nets = [
-            ddp.wrap_ddp(
-                # Only student i's parameters are synchronised; the frozen teacher stays out.
-                ddp.ForwardFn(model.students[i], partial(model.student_prediction, i)),
-                info,
-                force=True,
-            )
-            for i in range(model.m)
+            # Only the unit's own parameters are synchronised; the frozen teacher stays out.
+            ddp.wrap_ddp(ddp.ForwardFn(owner, partial(self.forward, u)), info, force=True)
+            for u, owner in enumerate(owners)
         ]
 
-    def epoch_loss(self, i: int) -> float:
-        """One epoch of student ``i`` in its own seeded order; its mean loss (over all ranks)."""
-        model, images, device, info = self.model, self.images, self.device, self.info
-        order = torch.randperm(len(images), generator=self.gens[i])
-        if info is not None:  # same permutation on every rank (same generator state)
-            order = ddp.shard(order, info.rank, info.world_size)
-        total, count = 0.0, 0
-        for idx in batch_indices(len(order), self.config.batch_size, order):
-            x = images[idx].to(device)
-            target = self.cached[idx.to(device)] if self.cached is not None else model.targets(x)
-            pred = self.nets[i](x) if self.nets is not None else model.student_prediction(i, x)
-            loss = student_loss(pred, target)
-            self.opts[i].zero_grad(set_to_none=True)
-            loss.backward()
-            self.opts[i].step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        mean_loss = total / count
+    def forward(self, u: int, x: torch.Tensor) -> torch.Tensor:
+        """Predictions of unit ``u`` for raw images ``x`` (B, C, h, w) in [0, 1]: (B, k, d, h', w')
+        with k = M (batched) or 1; with ``config.crop`` only the valid outputs (h' = h − rf + 1)."""
+        model, valid = self.model, self.config.crop is not None
+        if self.ens is None and not valid:
+            return model.student_prediction(u, x)[:, None]
+        prep = model._prep(x)
+        if not model.dense:
+            return self.ens(prep)[..., None, None]
+        y = self.dense[u](prep, valid=valid)
+        return self.ens.split(y) if self.ens is not None else y[:, None]
+
+    def batch(self, plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of one batch; ``plan`` rows are (image index[, crop row, crop col])."""
+        model, device = self.model, self.device
+        idx = plan[:, 0]
+        x = self.images[idx].to(device)
+        target = self.cached[idx.to(device)] if self.cached is not None else model.targets(x)
+        if self.config.crop is None:
+            return x, target
+        dense = self.dense[0]
+        return crop_windows(x, target, plan[:, 1:], self.config.crop, dense.patch.rf, dense.pad_top)
+
+    def plan(self, u: int) -> torch.Tensor:
+        """This epoch's (image index[, crop row, crop col]) rows of unit ``u``, drawn from its
+        generator (the permutation first, then the crop corners), this rank's shard under DDP."""
+        n, crop, g = len(self.images), self.config.crop, self.gens[u]
+        plan = torch.randperm(n, generator=g)[:, None]
+        if crop is not None:
+            rf = self.model.students[0].rf
+            h, w = self.images.shape[-2:]
+            rows = torch.randint(0, h - rf - crop + 2, (n,), generator=g)
+            cols = torch.randint(0, w - rf - crop + 2, (n,), generator=g)
+            plan = torch.cat([plan, rows[:, None], cols[:, None]], 1)
+        if self.info is not None:  # same permutation on every rank (same generator state)
+            plan = ddp.shard(plan, self.info.rank, self.info.world_size)
+        return plan
+
+    def step(self, u: int, rows: torch.Tensor) -> list[float]:
+        """One optimiser step of unit ``u`` on the batch ``rows`` of a :meth:`plan`; the loss of
+        each of its students. A batched step minimises the sum of the M students' losses."""
+        x, target = self.batch(rows)
+        pred = self.nets[u](x) if self.nets is not None else self.forward(u, x)
+        losses = [student_loss(pred[:, k], target) for k in range(pred.shape[1])]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        self.opts[u].zero_grad(set_to_none=True)
+        loss.backward()
+        self.opts[u].step()
+        return [float(v.detach()) for v in losses]
+
+    def epoch_losses(self, u: int) -> list[float]:
+        """One epoch of unit ``u`` in its own seeded order; the mean loss of each of its students
+        (over all ranks)."""
+        totals, count = None, 0
+        plan = self.plan(u)
+        for rows in batch_indices(len(plan), self.config.batch_size, plan):
+            values = [v * len(rows) for v in self.step(u, rows)]
+            totals = values if totals is None else [a + b for a, b in zip(totals, values)]
+            count += len(rows)
+        means = [t / count for t in totals]
         if self.nets is not None:  # equal shard lengths: the mean of rank means is the global mean
-            mean_loss = float(
-                ddp.all_reduce_mean(torch.tensor(mean_loss, dtype=torch.float64, device=device))
+            means = ddp.all_reduce_mean(
+                torch.tensor(means, dtype=torch.float64, device=self.device)
             )
-        return mean_loss
+            means = [float(v) for v in means]
+        return means
+
+    def sync(self) -> None:
+        """Batched mode: copy the ensemble's weights into ``model.students`` (no-op otherwise)."""
+        if self.ens is not None:
+            self.ens.write_students(self.model.students)
 
     def save(self, ckpt: Path | None, epochs_done: int, history: list[list[float]]) -> None:
         """Rank 0 writes the checkpoint after an epoch; the other ranks wait for it."""
@@ -176,14 +309,32 @@ def _ensemble(
     config: StudentTrainingConfig,
     info: ddp.DistInfo | None,
 ) -> _Ensemble:
-    opts = [
-        torch.optim.Adam(s.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        for s in model.students
-    ]
-    gens = [
-        torch.Generator().manual_seed(derive_seed(config.seed, 1000 + i)) for i in range(model.m)
-    ]
-    return _Ensemble(model, images, config, info, opts, gens)
+    """Training units: per student (separate) or one :class:`StudentEnsemble` (``batched``), whose
+    generator is student 0's: batched student 0 sees the batches separate student 0 would see."""
+    adam = partial(
+        torch.optim.Adam,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if config.fused_adam else {}),
+    )
+    units = 1 if config.batched else model.m
+    gens = [torch.Generator().manual_seed(derive_seed(config.seed, 1000 + i)) for i in range(units)]
+    if config.batched:
+        ens = StudentEnsemble.from_students(model.students)
+        dense = [dense_net(ens)] if model.dense else None
+        return _Ensemble(model, images, config, info, [adam(ens.parameters())], gens, ens, dense)
+    opts = [adam(s.parameters()) for s in model.students]
+    dense = [dense_net(s) for s in model.students] if model.dense else None
+    return _Ensemble(model, images, config, info, opts, gens, dense=dense)
+
+
+def optimizer_steps(n_images: int, config: StudentTrainingConfig, world_size: int = 1) -> int:
+    """Optimiser steps each student takes in :func:`train_students` on ``n_images`` images:
+    ``epochs × ⌈⌈n_images / world_size⌉ / batch_size⌉`` (one crop per image and epoch with
+    ``crop``; under ``torchrun`` every rank takes ⌈n / world_size⌉ images per epoch and all ranks
+    step together). The same count in separate and batched mode."""
+    per_rank = math.ceil(int(n_images) / max(1, int(world_size)))
+    return int(config.epochs) * math.ceil(per_rank / int(config.batch_size))
 
 
 def train_students(
@@ -201,7 +352,12 @@ def train_students(
     per epoch for each student (M lists). ``fit_target_statistics`` must have been called.
 
     Students are trained independently: each has its own Adam optimiser and its own data order
-    (seeded from ``config.seed`` and its index). With ``checkpoint`` the state after every epoch is
+    (seeded from ``config.seed`` and its index).
+
+    ``config.batched`` (one grouped-convolution ensemble, one Adam, one shared data order) and
+    ``config.crop`` (random windows of valid output pixels): see :class:`StudentTrainingConfig`.
+
+    With ``checkpoint`` the state after every epoch is
     written atomically and a later call resumes from it, giving the same weights as an uninterrupted
     run on CPU. ``live_dir``: also log to dvclive there (:mod:`ust.train.live`), at step ``epoch``
     (1, 2, …) ``loss`` (mean over the students) and ``loss_student_<i>``; a resumed run rewrites
@@ -210,7 +366,8 @@ def train_students(
     Data parallel (``torchrun``, see :mod:`ust.train.distributed`): pass ``distributed=init_from_env()``
     (or run inside an initialised process group with several ranks). Every rank draws the same
     seeded permutation per student and epoch and trains on its :func:`~ust.train.distributed.shard` of it;
-    each student is wrapped in DistributedDataParallel so gradients are averaged across ranks.
+    each student (batched: the whole ensemble) is wrapped in DistributedDataParallel so gradients
+    are averaged across ranks.
     ``config.batch_size`` is then **per rank** (a step sees ``batch_size × world_size`` images), the
     returned / reported epoch losses are averaged over ranks, and only rank 0 writes the checkpoint
     and the dvclive files (the other ranks wait for it at a barrier). ``model`` must already be on the
@@ -218,6 +375,7 @@ def train_students(
     """
     if len(images) == 0:
         raise ValueError("no training images for the students")
+    check_crop(model, tuple(images.shape), config.crop)
     run = _ensemble(model, images, config, _resolve_distributed(distributed))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     history, start = run.restore(ckpt)
@@ -235,7 +393,8 @@ def train_students(
         total=config.epochs,
     )
     for epoch in bar:
-        epoch_losses = [run.epoch_loss(i) for i in range(model.m)]
+        epoch_losses = [loss for u in range(run.units) for loss in run.epoch_losses(u)]
+        run.sync()
         for h, loss in zip(history, epoch_losses):
             h.append(loss)
         bar.set_postfix(loss=f"{np.mean(epoch_losses):.4f}")
@@ -245,3 +404,48 @@ def train_students(
             on_epoch(epoch, epoch_losses)
     model.eval()
     return history
+
+
+def train_students_for(
+    model: StudentTeacher,
+    images: torch.Tensor,
+    config: StudentTrainingConfig,
+    seconds: float,
+) -> dict[str, float]:
+    """Train ``model``'s students like :func:`train_students` (same config, seeds and modes) for a
+    wall-clock budget instead of ``config.epochs``: each training unit (a student, or the batched
+    ensemble) gets ``seconds / units``, checked after every step. No checkpoint, DDP or dvclive.
+
+    Returns ``steps`` (per unit, summed), ``epochs`` (passes over the images per unit, fractional;
+    a crop sample counts as an image), ``seconds`` spent and ``loss`` (mean over the students of
+    their last epoch's running mean loss).
+    """
+    if len(images) == 0:
+        raise ValueError("no training images for the students")
+    check_crop(model, tuple(images.shape), config.crop)
+    run = _ensemble(model, images, config, None)
+    run.cache_targets()
+    model.train()
+    t0 = time.perf_counter()
+    steps, samples, losses = 0, 0, []
+    for u in range(run.units):
+        deadline = t0 + seconds * (u + 1) / run.units
+        done = False
+        while not done:  # epochs; every unit takes at least one step
+            plan = run.plan(u)
+            totals, count = np.zeros(model.m // run.units), 0
+            for rows in batch_indices(len(plan), config.batch_size, plan):
+                totals += np.asarray(run.step(u, rows)) * len(rows)
+                count, steps, samples = count + len(rows), steps + 1, samples + len(rows)
+                done = time.perf_counter() >= deadline
+                if done:
+                    break
+        losses.extend(totals / count)
+    run.sync()
+    model.eval()
+    return {
+        "steps": steps,
+        "epochs": samples / (len(images) * run.units),
+        "seconds": time.perf_counter() - t0,
+        "loss": float(np.mean(losses)),
+    }
