@@ -272,10 +272,13 @@ def test_fit_reads_the_mvtec_layout(setup, tmp_path, capsys):
         "--teacher-dir",
         str(setup / "teachers"),
     ]
+    argv += ["--crop", "1", "--batch-size", "2"]  # windows: one output pixel each, two per step
     assert main(argv + FIT_OPTIONS) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_train"] + summary["n_val"] == 4 and summary["threshold_rule"] == "k_sigma"
-    assert Detector.load(out).threshold == summary["thresholds"]["k_sigma"]
+    detector = Detector.load(out)
+    assert detector.threshold == summary["thresholds"]["k_sigma"]
+    assert (detector.config.training.crop, detector.config.training.batch_size) == (1, 2)
 
 
 # ----------------------------------------------------------------------------------- robustness

@@ -46,6 +46,16 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-sizes", type=int, nargs="+", default=[17, 33, 65], choices=[17, 33, 65])
     p.add_argument("--image-size", type=int, default=256, help="side the images are zoomed to")
     p.add_argument("--epochs", type=int, default=100, help="student training epochs")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="images (or windows, with --crop) per step"
+    )
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="train on random N×N windows of output pixels inside each image instead of whole "
+        "images (faster steps; default: whole images)",
+    )
     p.add_argument("--students", type=int, default=3, help="students per receptive field")
     p.add_argument("--threshold", choices=RULES, default="quantile", help="threshold rule")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
@@ -83,7 +93,9 @@ def _config(args: argparse.Namespace):
         patch_sizes=tuple(args.patch_sizes),
         image_size=args.image_size,
         students=args.students,
-        training=StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed),
+        training=StudentTrainingConfig(
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, crop=args.crop
+        ),
         val_fraction=args.val_fraction,
         seed=args.seed,
         threshold_rule=args.threshold,

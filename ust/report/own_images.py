@@ -56,6 +56,8 @@ def _commands(category: str, work: Path) -> list[list[str]]:
         ["fit", "--images", _rel(root / "train" / "good"), "--out", _rel(model),
          "--teacher-dir", "results/teachers", "--patch-sizes", *sizes,
          "--image-size", str(train.image_size), "--epochs", str(train.epochs),
+         "--batch-size", str(train.batch_size),
+         *(["--crop", str(train.crop)] if train.crop is not None else []),
          "--students", str(train.students), "--seed", str(train.seed), "--no-progress"],
         ["predict", "--model", _rel(model), _rel(root / "test"), "--out", _rel(work / "pred")],
         ["export", "--model", _rel(model), "--format", "onnx", "--out",
