@@ -374,8 +374,8 @@ def _mvtec_data_label(params: dict) -> str:
     data = params["mvtec_data"]
     if data["synthetic"]:
         return (
-            f"synthetic MVTec-layout textures (skimage brick/grass/gravel, {data['image_size']} px, "
-            "not the paper's data)"
+            f"the offline MVTec-layout texture set (real texture photographs with synthetic "
+            f"defects, {data['image_size']} px, not the paper's data)"
         )
     return f"MVTec AD at {data['root']}"
 

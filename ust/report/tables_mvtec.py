@@ -48,6 +48,9 @@ MVTEC_DIR = "results/mvtec"
 #: root of the multiscale runs (``<category>/`` below it)
 MULTISCALE_DIR = "results/mvtec_multiscale"
 
+#: the no-learning floor of the Table 2 block (``raw_nn``, docs/decisions.md#raw-patch-floor)
+FLOOR = "raw_nn"
+
 
 def multiscale_run(multiscale_dir: str | os.PathLike, category: str) -> Path:
     """Folder of the multiscale run of ``category``: ``<multiscale_dir>/<category>``."""
@@ -255,7 +258,7 @@ def _measured(
         row: dict = {p: _metric(single_scale_run_dir(results_dir, cat, p), metric) for p in scales}
         row[MULTISCALE] = _metric(multi, metric)
         summary = category_summary(multi)
-        row.update({m: summary.get(m, {}).get(metric) for m in TABLE2_METHODS})
+        row.update({m: summary.get(m, {}).get(metric) for m in (*TABLE2_METHODS, FLOOR)})
         out[cat] = row
     return out
 
@@ -291,8 +294,9 @@ def _table2(measured: dict[str, dict], header: str, baseline_p: int) -> str:
         "",
         f"| category | ours p={baseline_p} | multiscale | "
         + " | ".join(TABLE2_METHODS)
+        + f" | {FLOOR} (no learning, not in the paper)"
         + " | paper (1-NN … SSIM-AE) | AnoGAN / CNN-FD (quoted from [P], not re-run) |",
-        "|---|---|---|" + "---|" * len(TABLE2_METHODS) + "---|---|",
+        "|---|---|---|" + "---|" * len(TABLE2_METHODS) + "---|---|---|",
     ]
     for cat, row in measured.items():
         paper = PAPER_TABLE2.get(cat)
@@ -300,7 +304,7 @@ def _table2(measured: dict[str, dict], header: str, baseline_p: int) -> str:
         lines.append(
             f"| {cat} | {_f(row.get(baseline_p))} | {_f(row[MULTISCALE])} | "
             + " | ".join(_f(row[m]) for m in TABLE2_METHODS)
-            + " | "
+            + f" | {_f(row.get(FLOOR))} | "
             + (" / ".join(f"{v:.3f}" for v in paper) if paper else "–")
             + " | "
             + (" / ".join(f"{v:.3f}" for v in quoted) if quoted else "–")
