@@ -26,13 +26,13 @@ compare the two training regimes, not to reproduce the paper's numbers).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from dense_speed import tune_malloc  # benchmarks/ is on sys.path when run as a script
 
 from ust.method.networks import patch_net
 from ust.method.students import (
@@ -43,15 +43,6 @@ from ust.method.students import (
     make_students,
 )
 from ust.train.students import StudentTrainingConfig, train_students_for
-
-
-def tune_malloc() -> bool:
-    """Keep large buffers in glibc's heap instead of fresh mmaps (as in dense_speed.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 31))
-    except OSError:
-        return False
 
 
 def emit(**row) -> None:
