@@ -77,6 +77,20 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
+def predict_argv(model, images, out, *extra: str) -> list[str]:
+    """`ust predict` on ``images`` into ``out`` without progress bars, plus ``extra`` options."""
+    return [
+        "predict",
+        "--model",
+        str(model),
+        str(images),
+        "--out",
+        str(out),
+        *extra,
+        "--no-progress",
+    ]
+
+
 def one_error_line(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -110,19 +124,7 @@ def test_fit_writes_one_detector_file_and_prints_a_summary(setup, model, capsys)
 
 def test_predict_writes_maps_overlays_and_scores(setup, model, tmp_path, capsys):
     out = tmp_path / "pred"
-    code = main(
-        [
-            "predict",
-            "--model",
-            str(model),
-            str(setup / "test"),
-            "--out",
-            str(out),
-            "--batch-size",
-            "2",
-            "--no-progress",
-        ]
-    )
+    code = main(predict_argv(model, setup / "test", out, "--batch-size", "2"))
     assert code == 0
     detector = Detector.load(model)
     t = detector.threshold
@@ -153,7 +155,7 @@ def test_predict_skips_an_unreadable_image_and_says_so(setup, model, tmp_path, c
         (images / name).write_bytes((setup / "test" / name).read_bytes())
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "pred"
-    code = main(["predict", "--model", str(model), str(images), "--out", str(out), "--no-progress"])
+    code = main(predict_argv(model, images, out))
     assert code == 1
     err = capsys.readouterr().err
     assert "skipped" in err and "broken.png" in err
@@ -167,20 +169,7 @@ def test_predict_with_no_readable_image_writes_nothing(model, tmp_path, capsys):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"no image")
     out = tmp_path / "pred"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model),
-                str(tmp_path / "images"),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    assert main(predict_argv(model, tmp_path / "images", out)) == 2
     assert "none of the 1 image(s) could be read" in capsys.readouterr().err
     assert not out.exists()
 
@@ -199,19 +188,7 @@ def test_predict_failing_midway_leaves_no_partial_output(setup, model, tmp_path,
     monkeypatch.setattr(batch, "save_overlay", failing_overlay)
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError, match="disk full"):
-        main(
-            [
-                "predict",
-                "--model",
-                str(model),
-                str(setup / "test"),
-                "--out",
-                str(out),
-                "--batch-size",
-                "1",
-                "--no-progress",
-            ]
-        )
+        main(predict_argv(model, setup / "test", out, "--batch-size", "1"))
     assert len(calls) == 2
     assert list(tmp_path.iterdir()) == []  # neither the output nor its staging folder
 
