@@ -137,17 +137,47 @@ def crop_speed(args, p: int, base: StudentTrainingConfig) -> None:
         )
 
 
+def load_category(root: Path, category: str, size: int, seed: int) -> dict:
+    """One category of an MVTec-layout folder at ``size`` px: train / val / test images, masks."""
+    from ust.data.mvtec import validate_category
+    from ust.experiments.mvtec_single import load_images, load_masks
+
+    index = validate_category(root, category)
+    train_paths, val_paths = index.split(0.1, seed)
+    return {
+        "index": index,
+        "train": load_images(train_paths, size, "train", False),
+        "val": load_images(val_paths, size, "val", False),
+        "test": load_images([s.path for s in index.test], size, "test", False),
+        "masks": load_masks(index.test),
+    }
+
+
+def train_and_score(data: dict, p: int, students: int, teacher, cfg, seconds: float) -> dict:
+    """Train one scale's students for ``seconds`` on ``data["train"]``, score the test set (ẽ + ṽ
+    maps, statistics from the validation split): AU-PRO, pixel and image ROC-AUC, training record."""
+    from ust.experiments.mvtec_single import compute_metrics, upsample_map
+
+    model = fresh_model(p, students, data["train"], teacher, seed=cfg.seed)
+    done = train_students_for(model, data["train"], cfg, seconds)
+    stats = fit_validation_stats(model, data["val"], batch_size=4)
+    scores = anomaly_scores(model, data["test"], stats, batch_size=4)
+    test = data["index"].test
+    maps = [upsample_map(s, smp.size) for s, smp in zip(scores, test, strict=True)]
+    return {
+        "train_seconds": round(done["seconds"], 1),
+        "steps": done["steps"],
+        "epochs": round(done["epochs"], 2),
+        "final_loss": round(done["loss"], 4),
+        "n_train": len(data["train"]),
+        "n_test": len(data["test"]),
+        **{k: round(v, 4) for k, v in compute_metrics(maps, data["masks"], 0.3).items()},
+    }
+
+
 def au_pro_comparison(args) -> None:
     """Whole-image vs crop training of one scale at equal wall time, scored by AU-PRO."""
-    from ust.data.mvtec import validate_category
-    from ust.experiments.mvtec_single import compute_metrics, load_images, load_masks, upsample_map
-
-    index = validate_category(args.au_pro_data, args.category)
-    train_paths, val_paths = index.split(0.1, args.seed)
-    train = load_images(train_paths, args.size, "train", False)
-    val = load_images(val_paths, args.size, "val", False)
-    test = load_images([s.path for s in index.test], args.size, "test", False)
-    masks = load_masks(index.test)
+    data = load_category(args.au_pro_data, args.category, args.size, args.seed)
     teacher = None
     if args.teacher is not None:
         from ust.method.teacher import load_teacher
@@ -163,11 +193,6 @@ def au_pro_comparison(args) -> None:
         "crop": replace(base, crop=args.crop, batch_size=args.crop_batch),
     }
     for mode, cfg in modes.items():
-        model = fresh_model(p, args.students, train, teacher, seed=args.seed)
-        done = train_students_for(model, train, cfg, args.seconds)
-        stats = fit_validation_stats(model, val, batch_size=4)
-        scores = anomaly_scores(model, test, stats, batch_size=4)
-        maps = [upsample_map(s, smp.size) for s, smp in zip(scores, index.test, strict=True)]
         emit(
             benchmark="student_crop_au_pro",
             category=args.category,
@@ -177,13 +202,7 @@ def au_pro_comparison(args) -> None:
             crop=cfg.crop,
             batch=cfg.batch_size,
             batched=cfg.batched,
-            train_seconds=round(done["seconds"], 1),
-            steps=done["steps"],
-            epochs=round(done["epochs"], 2),
-            final_loss=round(done["loss"], 4),
-            n_train=len(train),
-            n_test=len(test),
-            **{k: round(v, 4) for k, v in compute_metrics(maps, masks, 0.3).items()},
+            **train_and_score(data, p, args.students, teacher, cfg, args.seconds),
         )
 
 
