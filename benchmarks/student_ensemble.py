@@ -235,16 +235,21 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
+def start(threads: int) -> None:
+    """Use ``threads`` CPU threads and print the environment line every benchmark here starts with."""
+    torch.set_num_threads(threads)
     emit(
         benchmark="environment",
         torch=torch.__version__,
-        threads=args.threads,
+        threads=threads,
         cpu=platform.processor() or platform.machine(),
         malloc_tuned=tune_malloc(),
     )
+
+
+def main() -> None:
+    args = parse_args()
+    start(args.threads)
     if args.au_pro_data is not None:
         au_pro_comparison(args)
     else:

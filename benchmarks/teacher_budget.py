@@ -27,8 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from dense_speed import tune_malloc  # benchmarks/ is on sys.path when run as a script
-from student_ensemble import emit, load_category, train_and_score
+from student_ensemble import (  # benchmarks/ is on sys.path when run as a script
+    emit,
+    load_category,
+    start,
+    train_and_score,
+)
 
 from ust.method.teacher import (
     TeacherConfig,
@@ -77,13 +81,7 @@ def teachers_at_budgets(args, pool: str, out: Path):
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    emit(
-        benchmark="environment",
-        torch=torch.__version__,
-        threads=args.threads,
-        malloc_tuned=tune_malloc(),
-    )
+    start(args.threads)
     yardstick = heldout_triplets(teacher_config(args, "embedded")).batch(range(args.eval_triplets))
     data = None
     if args.data is not None:
