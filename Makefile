@@ -17,13 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-# Offline data from Debian packages: Fashion-MNIST (dataset-fashion-mnist) and the colour texture
-# photographs of the MVTec-layout texture set (colobot-common-textures).
+# Offline data from Debian packages: Fashion-MNIST (dataset-fashion-mnist), the colour texture
+# photographs of the MVTec-layout texture set (colobot-common-textures) and the photographs of the
+# teachers' photo pool (mate-backgrounds, lomiri-wallpapers-16.04); each entry is path:package.
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist:dataset-fashion-mnist \
-	/usr/share/games/colobot/textures:colobot-common-textures
+	/usr/share/games/colobot/textures:colobot-common-textures \
+	/usr/share/backgrounds/mate/nature:mate-backgrounds \
+	/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg:lomiri-wallpapers-16.04
 system-data:
 	@missing=""; for entry in $(SYSTEM_DATA); do \
-	  [ -d "$${entry%%:*}" ] || missing="$$missing $${entry##*:}"; done; \
+	  [ -e "$${entry%%:*}" ] || missing="$$missing $${entry##*:}"; done; \
 	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -1,12 +1,14 @@
 """What a teacher's pretraining budget and photo pool buy: held-out triplet accuracy and texture AU-PRO.
 
-For every photo pool (``embedded``: the bundled photographs, 15 for training and 3 held out; or a folder, e.g. Debian's
-``mate-backgrounds`` nature photographs) one self-supervised (λ_m = λ_c = 1) teacher is pretrained
-with the pipeline's recipe and checkpointed at every budget of ``--budgets`` (the run resumes, so
-budgets 200 and 1000 cost 1000 steps in all; budget 0 is the random initialisation). At each budget:
+For every photo pool (``embedded``: the bundled photographs, 15 for training and 3 held out; or a
+folder, e.g. Debian's ``mate-backgrounds`` nature photographs or the pipeline's ``data/photo_pool``,
+built by ``UST_PARAMS=profiles/default.yaml python -m ust.experiments.photo_pool``) one
+self-supervised (λ_m = λ_c = 1) teacher is pretrained with the pipeline's recipe and checkpointed at
+every budget of ``--budgets`` (the run resumes, so budgets 200 and 1000 cost 1000 steps in all;
+budget 0 is the random initialisation). At each budget:
 
 * held-out triplet accuracy on the pool's own held-out photographs and on the embedded held-out
-  photographs (the common yardstick: the same 2000 triplets for every pool);
+  photographs (the common yardstick: the same 2000 triplets for every pool at one ``--seed``);
 * with ``--data ROOT --category X`` (at the budgets of ``--score-budgets``, default all): one
   scale's students (``--students``, whole images, batch 1,
   Adam ``--lr``) trained for ``--seconds`` on that category of an MVTec-layout folder, then the
@@ -15,7 +17,8 @@ budgets 200 and 1000 cost 1000 steps in all; budget 0 is the random initialisati
 One JSON line per (pool, budget):
 
     python benchmarks/teacher_budget.py --data data/textures_mvtec --category brick \\
-        --pools embedded /usr/share/backgrounds/mate/nature --budgets 0 200 1000 --seconds 150
+        --pools embedded /usr/share/backgrounds/mate/nature data/photo_pool --budgets 0 200 1000 \\
+        --seconds 150 --seed 0
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def main() -> None:
                     "benchmark": "teacher_budget",
                     "pool": pool,
                     "p": args.p,
+                    "seed": args.seed,
                     "iterations": budget,
                     "pretrain_seconds": round(seconds, 1),
                     "triplet_acc_own_heldout": round(triplet_accuracy(teacher, own), 4),

@@ -6,7 +6,9 @@ Sources
 * any folder of images (an ImageNet ``ImageFolder`` tree or a flat folder, searched recursively; a
   relative path is taken from the repository root, :func:`ust.paths.resolve`). The paper's teachers
   see ImageNet: the ``paper`` profile reads ``data/imagenet/train``. A folder that is missing or
-  holds no images raises an error; there is never a fallback to the bundled photographs;
+  holds no images raises an error; there is never a fallback to the bundled photographs. The
+  offline profiles read ``data/photo_pool`` (:mod:`ust.data.photo_pool`: the bundled training
+  photographs plus the photographs of two Debian wallpaper packages);
 * ``"embedded"``: the natural photographs bundled with scikit-image and scikit-learn
   (:data:`EMBEDDED_IMAGES`). The skimage textures brick/grass/gravel build the evaluation anomaly set
   (:mod:`ust.data.synthetic`) and are never used here (:data:`EXCLUDED_SKIMAGE_IMAGES`).

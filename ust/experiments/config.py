@@ -53,6 +53,8 @@ __all__ = [
     "OneClassDataConfig",
     "OneClassGridConfig",
     "OneClassTrainConfig",
+    "PHOTO_POOL",
+    "PhotoPoolConfig",
     "PipelineConfig",
     "TEXTURE_SET",
     "TeacherStageConfig",
@@ -62,6 +64,8 @@ __all__ = [
 
 #: where the ``mvtec_data`` stage builds the offline texture set (``mvtec_data.root`` when synthetic)
 TEXTURE_SET = "data/textures_mvtec"
+#: where the ``photo_pool`` stage builds the offline teacher photographs (``teacher.images`` there)
+PHOTO_POOL = "data/photo_pool"
 #: Table 1 notation of the teacher losses: letter → loss-weight field of ``TeacherConfig``.
 LOSS_LETTERS = {"k": "lambda_k", "m": "lambda_m", "c": "lambda_c"}
 #: ``TeacherConfig`` fields that each teacher stage sets itself (refused in the ``teacher`` section).
@@ -478,6 +482,36 @@ def teacher_from_params(values: Mapping, *, source: str, section: str = "teacher
         raise ValueError(f"{source}: section {section!r}: {err}") from None
 
 
+@dataclass(frozen=True)
+class PhotoPoolConfig(_Section):
+    """``photo_pool``: the offline teacher photographs built in :data:`PHOTO_POOL` by the
+    ``photo_pool`` stage (:func:`ust.data.photo_pool.build_photo_pool`): the bundled training
+    photographs plus those of the Debian ``packages``, longest side at most ``max_side`` px. No
+    packages (``null``, read as ``()``): the folder holds a note only. See
+    ``docs/decisions.md#offline-teacher-images``."""
+
+    SECTION = "photo_pool"
+
+    packages: tuple[str, ...] | None = ()
+    max_side: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.packages is None:
+            object.__setattr__(self, "packages", ())
+
+    def check(self, source: str, section: str) -> None:
+        from ust.data.photo_pool import PHOTO_PACKAGES
+
+        for package in self.packages:
+            if package not in PHOTO_PACKAGES:
+                raise ValueError(
+                    f"{_where(source, section, 'packages')}: unknown package {package!r}; "
+                    f"known: {', '.join(PHOTO_PACKAGES)}{_suggestion(package, PHOTO_PACKAGES)}"
+                )
+        if self.max_side < 64:
+            raise ValueError(f"{_where(source, section, 'max_side')} must be >= 64")
+
+
 # ------------------------------------------------------------------------------ whole pipeline
 #: the sections of a parameter file; every one is required except those in ``_OPTIONAL``
 _SECTIONS = (
@@ -493,8 +527,9 @@ _SECTIONS = (
     "mvtec_category",
     "mvtec_baselines",
     "oneclass_dataset",
+    "photo_pool",
 )
-_OPTIONAL = ("profile", "mvtec_category", "oneclass_dataset")
+_OPTIONAL = ("profile", "mvtec_category", "oneclass_dataset", "photo_pool")
 
 
 def _entries(values: Any, cls: type, source: str, section: str) -> dict[str, Any]:
@@ -538,6 +573,7 @@ class PipelineConfig:
     mvtec_category: dict[str, dict[str, Any]]
     mvtec_baselines: MVTecBaselinesConfig
     oneclass_dataset: dict[str, dict[str, Any]]
+    photo_pool: PhotoPoolConfig = PhotoPoolConfig()
 
     @classmethod
     def from_params(cls, values: Mapping, *, source: str) -> PipelineConfig:
@@ -578,6 +614,7 @@ class PipelineConfig:
                 values["mvtec_baselines"], source=source
             ),
             oneclass_dataset=_overrides(values, "oneclass_dataset", source),
+            photo_pool=PhotoPoolConfig.from_params(values.get("photo_pool") or {}, source=source),
         )
         config._check_references()
         return config

@@ -6,7 +6,7 @@ stage depends on that file. The check first reads the whole parameter file with
 :func:`ust.experiments.config.load_config`: an unknown or misspelt key or section, a missing required
 key or a value of the wrong type stops ``dvc repro`` with one line that names the key, the section
 and the file (exit status 2). Then a missing teacher image folder (``teacher.images``, ImageNet in
-the ``paper`` profile), MVTec AD category, CIFAR-10 folder or ResNet-18 weight file stops it before
+the ``paper`` profile; for the photo pool, its Debian packages), MVTec AD category, CIFAR-10 folder or ResNet-18 weight file stops it before
 the first teacher trains, with one message per problem that says where the file was expected and
 how to obtain it (exit status 1). The ``paper`` profile may not pretrain on the bundled photographs
 (``teacher.images: embedded``): it claims the paper's data (docs/decisions.md#offline-teacher-images). Datasets with ``download: true`` are
@@ -21,14 +21,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
-from ust.experiments.config import TEXTURE_SET, OneClassDataConfig, PipelineConfig, load_config
+from ust.experiments.config import (
+    PHOTO_POOL,
+    TEXTURE_SET,
+    OneClassDataConfig,
+    PipelineConfig,
+    load_config,
+)
 from ust.io import atomic_write_text
 from ust.paths import resolve
-
-if TYPE_CHECKING:
-    from ust.method.teacher import TeacherConfig
 
 MARKER_TEXT = "preflight passed: every dataset and weight file of the active profile is present\n"
 #: the profile whose teachers must see the paper's data (ImageNet), never the bundled photographs
@@ -70,13 +72,26 @@ def _oneclass_check(dataset: str, cfg: OneClassDataConfig) -> Callable[[], objec
     return check
 
 
-def _teacher_images_check(cfg: TeacherConfig, profile: str | None) -> Callable[[], object]:
+def _teacher_images_check(config: PipelineConfig) -> Callable[[], object]:
     """The images the teachers are pretrained on: an existing folder with at least
-    :data:`MIN_TEACHER_IMAGES` images (the walk stops there), or ``embedded`` outside the ``paper``
-    profile. Messages name ``teacher.images``, the folder expected and what to put there."""
+    :data:`MIN_TEACHER_IMAGES` images (the walk stops there), ``embedded`` outside the ``paper``
+    profile, or the photo pool the ``photo_pool`` stage builds (its packages installed). Messages
+    name ``teacher.images``, the folder expected and what to put there."""
     from ust.data.patches import IMAGE_FOLDER_HINT, IMAGENET_HINT, count_image_files
+    from ust.data.photo_pool import package_files
+
+    cfg, profile = config.teacher, config.profile
 
     def check() -> None:
+        if resolve(cfg.images) == resolve(PHOTO_POOL):
+            if not config.photo_pool.packages:
+                raise ValueError(
+                    f"`teacher.images` is {PHOTO_POOL}, the photo_pool stage's folder, but "
+                    "`photo_pool.packages` is empty: list the packages or set `teacher.images`"
+                )
+            for package in config.photo_pool.packages:
+                package_files(package)  # names the missing file and the apt-get command
+            return
         if cfg.images == "embedded":
             if profile == PAPER_PROFILE:
                 raise ValueError(
@@ -143,7 +158,7 @@ def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
         config = PipelineConfig.from_params(params, source="<parameters>")
     checks: list[tuple[str, Callable[[], object]]] = []
     if config.teachers:
-        checks.append(("teacher images", _teacher_images_check(config.teacher, config.profile)))
+        checks.append(("teacher images", _teacher_images_check(config)))
     if any("k" in t.losses for t in config.teachers.values()):
         from ust.method.distillation import load_resnet18
 
