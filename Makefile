@@ -13,8 +13,8 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --no-cache-dir --disable-pip-version-check -e ".[dev]"
 	touch $@
 
 # Offline data from Debian packages: Fashion-MNIST (dataset-fashion-mnist), the colour texture
