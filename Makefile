@@ -7,7 +7,7 @@ PROFILE ?=
 TORCH := torch==2.14.1 torchvision==0.29.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv test reproduce report system-data lint format benchmarks
+.PHONY: venv test reproduce report system-data browser lint format benchmarks
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,17 @@ system-data:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "note: install Debian's$$missing package(s) for the offline profiles"; fi
 
+# The headless browser of tests/test_report_html.py (the page of `ust predict --report`, driven by
+# selenium): Debian's chromium and chromedriver; each entry is path:package, as for system-data.
+BROWSER_PACKAGES := /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
+browser:
+	@missing=""; for entry in $(BROWSER_PACKAGES); do \
+	  [ -x "$${entry%%:*}" ] || missing="$$missing $${entry##*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "note: install Debian's$$missing package(s) for the browser test of report.html"; fi
+
 # Runs the DVC pipeline on the active profile, or on PROFILE=<name> (smoke, default, offline_full, paper).
 reproduce: venv system-data
 	$(if $(PROFILE),$(BIN)/python -m ust.experiments.params use $(PROFILE),)
@@ -43,7 +54,7 @@ reproduce: venv system-data
 report: venv
 	$(BIN)/dvc repro html
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -n 2 -q
 
 lint:

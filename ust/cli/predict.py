@@ -29,9 +29,10 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
             "images work) and writes <out>/maps/<name>.tiff (float32 anomaly map at the image's "
             "original size), <out>/overlays/<name>.png (heat map on a colour scale fixed by the "
             "detector's validation scores and threshold, pixels above the threshold outlined) and "
-            "<out>/scores.csv (image,score,anomalous,threshold,name). <name> is the image's path "
-            "relative to the folder it was found in, without suffix. An unreadable image is "
-            "reported on stderr and skipped; the exit code is then 1. Errors: exit code 2."
+            "<out>/scores.csv (image,score,anomalous,threshold,name); with --report also "
+            "<out>/report.html (one self-contained page to review the batch). <name> is the "
+            "image's path relative to the folder it was found in, without suffix. An unreadable "
+            "image is reported on stderr and skipped; the exit code is then 1. Errors: exit code 2."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -44,6 +45,15 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
         type=_threshold,
         default=None,
         help="threshold rule (max, quantile, k-sigma) or a score value; default: the detector's",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help=(
+            "also write <out>/report.html: every image beside its overlay, by score, with a name "
+            "filter, an 'anomalous only' box and a threshold slider that re-labels the images and "
+            "counts them live; one file, images inlined, opens in any browser offline"
+        ),
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="torch device")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -76,6 +86,7 @@ def run_predict(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             on_skip=report,
         )
+        page = write_predict_report(detector, summary, args.model) if args.report else None
     except OSError as e:  # a one-line message instead of a traceback (ust.cli.main)
         raise ValueError(os_error_message(e)) from e
     n = len(summary.rows) + len(summary.skipped)
@@ -83,6 +94,8 @@ def run_predict(args: argparse.Namespace) -> int:
         f"{len(summary.rows)} image(s) scored, {summary.n_anomalous} anomalous at threshold "
         f"{summary.threshold:.6g}: {summary.out_dir / 'scores.csv'}"
     )
+    if page is not None:
+        print(f"report: {page}")
     if summary.skipped:
         print(
             f"ust predict: {len(summary.skipped)} of {n} image(s) could not be read and were "
@@ -91,3 +104,28 @@ def run_predict(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def write_predict_report(detector, summary, model: Path) -> Path:
+    """``<out>/report.html`` of a :func:`ust.detector.batch.predict_to_folder` run: each scored
+    image with the overlay that run wrote, its score and decision; the slider starts at the
+    threshold the decisions were made with (:attr:`ust.detector.Prediction.threshold`)."""
+    from ust.detector.report import ReportItem, write_report
+
+    items = [
+        ReportItem(
+            name=row["name"],
+            score=row["score"],
+            image=row["image"],
+            overlay=summary.out_dir / "overlays" / f"{row['name']}.png",
+            anomalous=row["anomalous"],
+        )
+        for row in summary.rows
+    ]
+    return write_report(
+        summary.out_dir / "report.html",
+        items,
+        summary.threshold,
+        title=f"ust predict: {len(items)} image(s), detector {model}",
+        value_range=detector.display_range(summary.threshold),
+    )

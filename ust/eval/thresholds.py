@@ -11,12 +11,18 @@ A(p) > t, so each rule returns the t it selects on validation maps that contain 
 
 Maps are numpy arrays (N, H, W), a single (H, W) map, or a list of (H, W) maps of any sizes
 (torch CPU tensors work too). Scores are arbitrary real units (the anomaly-score scale).
+
+Whole images are decided by the image threshold of :func:`calibrate_image_threshold` instead: a
+rank of the held-out good images' image scores chosen for a target false-alarm rate
+(docs/decisions.md#image-threshold); an image is anomalous if its score > that threshold.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +141,143 @@ def save_segmentation(path: str | os.PathLike, mask: Any) -> Path:
         raise ValueError(f"segmentation must be 2-D (H, W), got shape {m.shape}")
     img = Image.fromarray(np.where(m > 0, 255, 0).astype(np.uint8))
     return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
+
+
+# --------------------------------------------------------------------------- image threshold
+# Accept / reject of whole images (docs/decisions.md#image-threshold). The pixel rules above set
+# where a map is outlined; deciding an image by its maximum against a pixel quantile rejects almost
+# every good image (its largest pixel exceeds the 0.99 quantile of all pixels). An image is
+# anomalous when its score (the map's maximum) exceeds the image threshold below, calibrated on the
+# image scores of the held-out good images for a target false-alarm rate α.
+
+_RATE_SLACK = 1e-9  # α·(n + 1) that misses an integer by float rounding (0.07·100) still counts
+
+
+def _check_rate(false_alarm_rate: float) -> float:
+    alpha = float(false_alarm_rate)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"false-alarm rate must be in (0, 1), got {false_alarm_rate}")
+    return alpha
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.3g} %"
+
+
+def achievable_false_alarm_rate(n: int) -> float:
+    """The smallest false-alarm rate a rank-based threshold can promise with ``n`` good images:
+    1/(n + 1), the rate of the maximum (docs/decisions.md#image-threshold)."""
+    if n < 1:
+        raise ValueError(f"need at least one good validation image, got {n}")
+    return 1.0 / (n + 1)
+
+
+def good_images_needed(false_alarm_rate: float) -> int:
+    """The smallest number n of good validation images with 1/(n + 1) ≤ ``false_alarm_rate``,
+    i.e. ⌈1/α⌉ − 1 (99 for 1 %, 19 for 5 %; docs/decisions.md#image-threshold)."""
+    alpha = _check_rate(false_alarm_rate)
+    return max(1, math.ceil(1.0 / alpha - _RATE_SLACK) - 1)
+
+
+def _rank(n: int, alpha: float) -> int:
+    """The largest k ≤ n with k/(n + 1) ≤ α (0 when even the maximum cannot promise α)."""
+    return min(n, math.floor(alpha * (n + 1) + _RATE_SLACK))
+
+
+@dataclass(frozen=True)
+class ImageThreshold:
+    """An image threshold and what it promises (docs/decisions.md#image-threshold).
+
+    An image is anomalous when its score is strictly greater than ``threshold`` (a new good image
+    whose score ties the threshold is accepted).
+
+    Attributes:
+        threshold: the ``rank``-th largest good validation image score (score units).
+        requested_rate: the target false-alarm rate α.
+        supported_rate: what the threshold promises: P(new good image rejected) ≤ rank/(n + 1).
+            At most ``requested_rate`` when ``supported``; else 1/(n + 1), the best n allows.
+        n_images: number of good validation image scores n.
+        images_needed: the smallest n that supports ``requested_rate`` (⌈1/α⌉ − 1).
+        rank: k, the threshold's rank from the top (1: the maximum).
+    """
+
+    threshold: float
+    requested_rate: float
+    supported_rate: float
+    n_images: int
+    images_needed: int
+    rank: int
+
+    @property
+    def supported(self) -> bool:
+        """Whether the n good images are enough to promise ``requested_rate``."""
+        return self.n_images >= self.images_needed
+
+    @property
+    def message(self) -> str:
+        """What to tell the user when the target is not supported; empty when it is."""
+        if self.supported:
+            return ""
+        n = self.n_images
+        return (
+            f"with {n} good validation image{'s' if n != 1 else ''} the smallest false-alarm "
+            f"rate a threshold can promise is 1/{n + 1} = {_percent(self.supported_rate)}; a "
+            f"target of {_percent(self.requested_rate)} needs at least {self.images_needed} good "
+            "images: give more with --val-images DIR or a larger --val-fraction"
+        )
+
+    @property
+    def summary(self) -> str:
+        """One line stating the threshold and its promise, e.g. for ``ust fit``'s output."""
+        which = "largest" if self.rank == 1 else f"{_ordinal(self.rank)} largest"
+        return (
+            f"image threshold {self.threshold:.6g} (the {which} of {self.n_images} good "
+            f"validation image scores): false-alarm rate ≤ {self.rank}/{self.n_images + 1} = "
+            f"{_percent(self.supported_rate)} (target {_percent(self.requested_rate)})"
+        )
+
+
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def calibrate_image_threshold(good_scores: Any, false_alarm_rate: float) -> ImageThreshold:
+    """The image threshold for a target false-alarm rate α from n good validation image scores.
+
+    Conformal rank rule (docs/decisions.md#image-threshold): if the scores of the n validation
+    images and of a new good image are exchangeable, the new score exceeds the k-th largest of the
+    n with probability ≤ k/(n + 1) (equality without ties; ties only lower it, as the decision is
+    ``score > threshold``). The threshold is the k-th largest score for the largest k with
+    k/(n + 1) ≤ α. When α < 1/(n + 1) no k qualifies: the maximum (k = 1) is returned, with
+    ``supported`` False and a :attr:`~ImageThreshold.message` saying how many images α needs.
+
+    Args:
+        good_scores: image scores (maps' maxima) of the held-out good images, any order.
+        false_alarm_rate: target α in (0, 1).
+
+    Raises:
+        ValueError: no scores, non-finite scores, or α outside (0, 1).
+    """
+    alpha = _check_rate(false_alarm_rate)
+    scores = np.sort(np.asarray(good_scores, dtype=np.float64).ravel())
+    if scores.size == 0:
+        raise ValueError("no good validation image scores given")
+    if not np.isfinite(scores).all():
+        raise ValueError("good validation image scores contain NaN or infinite values")
+    n = int(scores.size)
+    k = max(1, _rank(n, alpha))
+    return ImageThreshold(
+        threshold=float(scores[n - k]),
+        requested_rate=alpha,
+        supported_rate=k / (n + 1),
+        n_images=n,
+        images_needed=good_images_needed(alpha),
+        rank=k,
+    )
+
+
+def image_threshold(good_scores: Any, false_alarm_rate: float) -> float:
+    """The threshold of :func:`calibrate_image_threshold` alone (docs/decisions.md#image-threshold);
+    it never raises for a target stricter than the scores support (check ``supported`` there)."""
+    return calibrate_image_threshold(good_scores, false_alarm_rate).threshold
