@@ -36,15 +36,15 @@ def random_detector(d: int, students: int, size: int):
     from ust.method.scoring import ScoreStats
     from ust.method.students import StudentTeacher, make_students
 
-    models, stats = {}, {}
+    models = {}
     for p in PATCH_SIZES:
         torch.manual_seed(p)
         teacher = patch_net(p, d=d)
         models[p] = StudentTeacher(teacher, make_students(teacher, students, seed=p))
-        stats[p] = ScoreStats(0.0, 1.0, 0.0, 1.0)
+        models[p].set_score_stats(ScoreStats(0.0, 1.0, 0.0, 1.0))
     config = DetectorConfig(patch_sizes=PATCH_SIZES, image_size=size, students=students)
     thresholds = {"max": 3.0, "quantile": 2.0, "k_sigma": 2.0, "max_area": 2.5}
-    return Detector(models, stats, config, Calibration(thresholds, 0.0, 3.0))
+    return Detector(models, config, Calibration(thresholds, 0.0, 3.0))
 
 
 def rss_mb() -> float:

@@ -30,7 +30,7 @@ import tifffile
 
 from ust.data.mvtec import validate_category
 from ust.eval.metrics import au_pro, pixel_roc_auc
-from ust.experiments.mvtec_single import load_masks
+from ust.experiments.protocol import ground_truth
 
 
 def read_maps(map_dir: Path, category: str, samples) -> list[np.ndarray]:
@@ -106,7 +106,7 @@ def main() -> None:
     for category_dir in sorted((args.results / "mvtec").iterdir()):
         category = category_dir.name
         index = validate_category(args.data, category)
-        masks = load_masks(index.test)
+        masks = ground_truth(index, index.test)
         for scale, (map_dir, p) in scale_dirs(args.results, category).items():
             config = json.loads(
                 (args.results / "mvtec" / category / f"p{p}/run_config.json").read_text()

@@ -139,24 +139,26 @@ def crop_speed(args, p: int, base: StudentTrainingConfig) -> None:
 
 def load_category(root: Path, category: str, size: int, seed: int) -> dict:
     """One category of an MVTec-layout folder at ``size`` px: train / val / test images, masks."""
+    from ust.data.dataset import load_images
     from ust.data.mvtec import validate_category
-    from ust.experiments.mvtec_single import load_images, load_masks
+    from ust.experiments.protocol import ground_truth
 
     index = validate_category(root, category)
     train_paths, val_paths = index.split(0.1, seed)
     return {
         "index": index,
-        "train": load_images(train_paths, size, "train", False),
-        "val": load_images(val_paths, size, "val", False),
-        "test": load_images([s.path for s in index.test], size, "test", False),
-        "masks": load_masks(index.test),
+        "train": load_images(train_paths, size),
+        "val": load_images(val_paths, size),
+        "test": load_images([s.path for s in index.test], size),
+        "masks": ground_truth(index, index.test),
     }
 
 
 def train_and_score(data: dict, p: int, students: int, teacher, cfg, seconds: float) -> dict:
     """Train one scale's students for ``seconds`` on ``data["train"]``, score the test set (ẽ + ṽ
     maps, statistics from the validation split): AU-PRO, pixel and image ROC-AUC, training record."""
-    from ust.experiments.mvtec_single import compute_metrics, upsample_map
+    from ust.data.transforms import upsample_map
+    from ust.experiments.protocol import compute_metrics
 
     model = fresh_model(p, students, data["train"], teacher, seed=cfg.seed)
     done = train_students_for(model, data["train"], cfg, seconds)

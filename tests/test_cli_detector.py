@@ -212,7 +212,7 @@ def test_export_writes_the_graph_and_its_thresholds(model, tmp_path, capsys, fmt
 
 
 def test_fit_resumes_after_an_interruption(setup, tmp_path, monkeypatch, capsys):
-    import ust.detector.fit as fit_module
+    import ust.train.fit as fit_module
     from ust.detector.model import Detector as DetectorClass
 
     out = tmp_path / "detector.pt"

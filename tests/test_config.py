@@ -296,6 +296,7 @@ def test_a_raw_mapping_validates_like_a_file(smoke):
 def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
     from ust.experiments.mvtec_single import MVTecRunSettings
     from ust.stages import mvtec, oneclass, teacher
+    from ust.train.fit import FitSettings
     from ust.train.students import StudentTrainingConfig
 
     params = _set(smoke, "mvtec.patch_sizes", [17, 65])
@@ -316,11 +317,13 @@ def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
         crop=train.crop,
     )
     assert mvtec.run_settings(train) == MVTecRunSettings(
-        image_size=train.image_size,
-        students=train.students,
-        training=expected_training,
-        val_fraction=train.val_fraction,
-        seed=4,
+        FitSettings(
+            image_size=train.image_size,
+            students=train.students,
+            training=expected_training,
+            val_fraction=train.val_fraction,
+            seed=4,
+        )
     )
     base = load_config().mvtec_baselines
     assert base.p == 33

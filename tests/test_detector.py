@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ust.data.mvtec import load_image, split_train_val
-from ust.data.transforms import resize
+from ust.data.transforms import resize, upsample_map
 from ust.detector import Detector, DetectorConfig, DetectorFileError, ImageReadError
 from ust.detector.export import (
     DetectorGraph,
@@ -26,7 +26,6 @@ from ust.detector.export import (
     thresholds_path,
     zoom,
 )
-from ust.experiments.mvtec_single import upsample_map
 from ust.method.dense import dense_net
 from ust.method.networks import patch_net
 from ust.method.scoring import fuse_multiscale
@@ -135,7 +134,7 @@ def test_fit_resumes_from_its_work_folder(good_dir, tmp_path, monkeypatch):
     assert (tmp_path / "w" / "p33" / "ensemble.pt").is_file()
     assert not (tmp_path / "w" / "p33" / "students.ckpt").exists()
 
-    import ust.detector.fit as fit_module
+    import ust.train.fit as fit_module
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished scale must be reused, not trained again")

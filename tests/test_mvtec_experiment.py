@@ -17,12 +17,17 @@ from PIL import Image
 import ust.experiments.mvtec_baselines as mbl
 import ust.experiments.mvtec_multiscale as msc
 import ust.experiments.mvtec_single as mx
+import ust.experiments.protocol as protocol
+import ust.train.fit
 from ust.baselines.ssim_ae import SSIMAEConfig
-from ust.data.mvtec import MVTecLayoutError, load_anomaly_map, validate_category
+from ust.data.dataset import load_images
+from ust.data.mvtec import MVTecLayoutError, anomaly_map_path, load_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
-from ust.eval.metrics import trapezoid
+from ust.eval.metrics import pro_curve, trapezoid
+from ust.experiments.protocol import EvaluationSettings
 from ust.method.networks import patch_net
-from ust.method.students import load_ensemble
+from ust.method.students import fit_target_statistics, load_ensemble
+from ust.train.fit import CHECKPOINT, FitSettings
 from ust.train.students import StudentTrainingConfig
 
 CAT = "brick"
@@ -44,7 +49,12 @@ def _single(data, p, out, on_epoch=None, **settings):
         p,
         _teacher(p),
         out,
-        mx.MVTecRunSettings(image_size=NET, students=2, training=TRAINING, **settings),
+        mx.MVTecRunSettings(
+            FitSettings(
+                image_size=NET, students=2, training=TRAINING, seed=settings.pop("seed", 0)
+            ),
+            EvaluationSettings(**settings),
+        ),
         progress=False,
         on_epoch=on_epoch,
     )
@@ -67,7 +77,7 @@ def runs(data, tmp_path_factory):
 
 def _maps(out: Path, index) -> list[np.ndarray]:
     return [
-        load_anomaly_map(mx.anomaly_map_path(out / "maps", CAT, s.defect, s.image_id))
+        load_anomaly_map(anomaly_map_path(out / "maps", CAT, s.defect, s.image_id))
         for s in index.test
     ]
 
@@ -100,7 +110,7 @@ def test_single_scale_end_to_end(data, runs):
     assert stats["e_std"] > 0 and stats["v_std"] > 0
     model, meta = load_ensemble(out / "ensemble.pt")
     assert model.m == 2 and model.p == 17 and meta["score_stats"] == stats
-    assert not (out / mx.CHECKPOINT).exists()  # training state removed once the ensemble is saved
+    assert not (out / CHECKPOINT).exists()  # training state removed once the ensemble is saved
     thr = json.loads((out / "thresholds.json").read_text())
     val_maps = [load_anomaly_map(q) for q in (out / "val_maps").rglob("*.tiff")]
     assert len(val_maps) == 1 and val_maps[0].shape == (ORIG, ORIG)
@@ -119,7 +129,7 @@ def test_single_scale_end_to_end(data, runs):
         rows = list(csv.DictReader(fh))
     fpr = np.array([float(r["fpr"]) for r in rows])
     pro = np.array([float(r["pro"]) for r in rows])
-    assert len(rows) == mx.PRO_CURVE_POINTS and fpr[0] == 0 and fpr[-1] == 1
+    assert len(rows) == protocol.PRO_CURVE_POINTS and fpr[0] == 0 and fpr[-1] == 1
     assert np.all(np.diff(pro) >= -1e-12) and pro[-1] == pytest.approx(1.0)
     assert trapezoid(fpr, pro, x_max=0.3) / 0.3 == pytest.approx(written["au_pro"], abs=0.02)
 
@@ -132,14 +142,12 @@ def test_upsampling_is_bilinear_to_original_size(data, runs):
     from ust.method.students import anomaly_scores
 
     s = index.test[-1]
-    small = anomaly_scores(
-        model, mx.load_images([s.path], NET, "", False), ScoreStats(**meta["score_stats"])
-    )[0]
+    small = anomaly_scores(model, load_images([s.path], NET), ScoreStats(**meta["score_stats"]))[0]
     assert small.shape == (NET, NET)
     expected = torch.nn.functional.interpolate(
         small[None, None], size=s.size, mode="bilinear", align_corners=False
     )[0, 0]
-    saved = load_anomaly_map(mx.anomaly_map_path(out / "maps", CAT, s.defect, s.image_id))
+    saved = load_anomaly_map(anomaly_map_path(out / "maps", CAT, s.defect, s.image_id))
     np.testing.assert_allclose(saved, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -243,8 +251,8 @@ def test_resume_after_completion_does_not_retrain(data, runs, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run must not be trained again")
 
-    monkeypatch.setattr(mx, "train_students", forbidden)
-    monkeypatch.setattr(mx, "fit_target_statistics", forbidden)
+    monkeypatch.setattr(ust.train.fit, "train_students", forbidden)
+    monkeypatch.setattr(ust.train.fit, "fit_target_statistics", forbidden)
     second = _single(data, 17, out)
     assert not second["trained_now"] and second["train_seconds"] == 0.0
     for k in METRICS:
@@ -265,7 +273,7 @@ def test_interrupted_training_resumes_exactly(data, runs, tmp_path):
 
     with pytest.raises(Stop):
         _single(data, 33, out, on_epoch=stop_after_first_epoch)
-    assert (out / mx.CHECKPOINT).is_file() and not (out / "metrics.json").exists()
+    assert (out / CHECKPOINT).is_file() and not (out / "metrics.json").exists()
     resumed = _single(data, 33, out)
     reference = runs[33][1]
     for k in METRICS:
@@ -305,7 +313,7 @@ def test_feature_baselines_tiny(data, tmp_path):
         for k in METRICS:
             assert 0.0 <= res[name][k] <= 1.0
         maps = [
-            load_anomaly_map(mx.anomaly_map_path(out / f"maps_{name}", CAT, s.defect, s.image_id))
+            load_anomaly_map(anomaly_map_path(out / f"maps_{name}", CAT, s.defect, s.image_id))
             for s in index.test
         ]
         assert all(m.shape == s.size for m, s in zip(maps, index.test))
@@ -340,8 +348,8 @@ def test_feature_baselines_exact_ocsvm_solver(data, tmp_path):
 
 def test_descriptor_sample_is_seeded_and_normalised(data):
     model = mbl._teacher_only(_teacher(17), torch.device("cpu"))
-    imgs = mx.load_images(validate_category(data, CAT).train, NET, "", False)
-    mx.fit_target_statistics(model, imgs)
+    imgs = load_images(validate_category(data, CAT).train, NET)
+    fit_target_statistics(model, imgs)
     a = mbl._sample_descriptors(model, imgs, 50, 3, batch_size=4, progress=False)
     b = mbl._sample_descriptors(model, imgs, 50, 3, batch_size=2, progress=False)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # same pixels for any batch size
@@ -373,7 +381,7 @@ def test_raw_nn_floor_needs_no_teacher(data, tmp_path):
     assert rec["padding"] == "reflect" and rec["fit_seconds"] >= 0 and rec["score_seconds"] >= 0
     index = validate_category(data, CAT)
     maps = [
-        load_anomaly_map(mx.anomaly_map_path(out / "maps_raw_nn", CAT, s.defect, s.image_id))
+        load_anomaly_map(anomaly_map_path(out / "maps_raw_nn", CAT, s.defect, s.image_id))
         for s in index.test
     ]
     assert all(m.shape == s.size and m.min() >= 0 for m, s in zip(maps, index.test))
@@ -409,7 +417,7 @@ def test_ssim_ae_baseline_tiny(data, tmp_path):
         assert 0.0 <= res[k] <= 1.0
     index = validate_category(data, CAT)
     for s in index.test:
-        m = load_anomaly_map(mx.anomaly_map_path(out / "maps_ssim_ae", CAT, s.defect, s.image_id))
+        m = load_anomaly_map(anomaly_map_path(out / "maps_ssim_ae", CAT, s.defect, s.image_id))
         assert m.shape == s.size and m.min() >= 0.0 and m.max() <= 2.0
     assert (out / "ssim_ae_last.pt").is_file()
     with pytest.raises(ValueError, match="patch"):
@@ -509,8 +517,8 @@ def test_pro_curve_resampling_handles_vertical_steps():
     maps = np.zeros((1, 4, 4), dtype=np.float32)
     maps[0, 0, :2] = [5, 1.5]
     maps[0, 1] = [3, 2, 1, 0.5]
-    fpr, pro = mx._resampled_pro_curve(list(maps), list(gt), n_points=29)  # step 1/28
-    exact_f, exact_p = mx.pro_curve(list(maps), list(gt))
+    fpr, pro = protocol.resampled_pro_curve(list(maps), list(gt), n_points=29)  # step 1/28
+    exact_f, exact_p = pro_curve(list(maps), list(gt))
     # Resampled points lie on the exact curve (top of a step where the FPR repeats); the old
     # "interpolate to the top of the next step" reading would give 0.75 at FPR 3/28.
     expected = np.r_[np.full(4, 0.5), np.ones(25)]

@@ -180,6 +180,28 @@ def _git_files():
     return [f for f in out if not f.startswith(("results/", "build/")) and f != "dvc.lock"]
 
 
+def _smoke_metrics(repo: Path) -> dict:
+    """The map metrics of every MVTec-layout run and baseline and the one-class AUCs of a smoke
+    pipeline run (the content of ``tests/data/smoke_metrics.json``)."""
+    keys = ("au_pro", "pixel_auroc", "image_auroc")
+    runs = sorted(repo.glob("results/mvtec/*/p*/metrics.json"))
+    runs += sorted(repo.glob("results/mvtec_multiscale/*/metrics.json"))
+    out = {}
+    for f in runs:
+        out[f.parent.relative_to(repo).as_posix()] = {
+            k: json.loads(f.read_text())[k] for k in keys
+        }
+    for f in sorted(repo.glob("results/mvtec_multiscale/*/baselines.json")):
+        for name, m in json.loads(f.read_text()).items():
+            out[f"{f.parent.relative_to(repo).as_posix()}/{name}"] = {k: m[k] for k in keys}
+    for f in sorted(repo.glob("results/mvtec_multiscale/*/ssim_ae.json")):
+        m = json.loads(f.read_text())
+        out[f"{f.parent.relative_to(repo).as_posix()}/ssim_ae"] = {k: m[k] for k in keys}
+    auc = json.loads((repo / "results/oneclass/mnist-0/metrics.json").read_text())["auc"]
+    out["results/oneclass/mnist-0"] = auc
+    return out
+
+
 def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
     repo = tmp_path / "repo"
     for rel in _git_files():
@@ -231,6 +253,9 @@ def test_dvc_pipeline_end_to_end_on_smoke_profile(tmp_path):
         fused = json.loads((repo / f"results/mvtec_multiscale/{cat}/metrics.json").read_text())
         assert 0.0 <= fused["au_pro"] <= 1.0
         assert (repo / f"results/mvtec_multiscale/{cat}/baselines.json").exists()
+    # No number moves across refactors: the committed metrics of the smoke pipeline are reproduced.
+    committed = json.loads((ROOT / "tests/data/smoke_metrics.json").read_text())["metrics"]
+    assert _smoke_metrics(repo) == pytest.approx(committed, abs=1e-12)
     summary = json.loads((repo / "figures/summary.json").read_text())
     assert summary["profile"] == "smoke"
     assert summary["oneclass_mean_auc"]["mnist"]["students:mc"] == oneclass["auc"]["students:mc"]

@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ust.cli.mvtec import find_teacher
+from ust.detector.config import DetectorConfig
+from ust.method.teacher import find_teacher
 from ust.paths import resolve
 
 RULES = ("max", "quantile", "k-sigma")
@@ -27,6 +28,15 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_input_arguments(p)
+    _add_training_arguments(p)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="torch device")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_fit)
+
+
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the good images, the teachers and the detector file are."""
     src = p.add_argument_group("good images (one of)")
     src.add_argument("--images", type=Path, help="folder of anomaly-free images (recursive)")
     src.add_argument(
@@ -43,11 +53,29 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
         help="folder with p<p>.pt teachers (from `ust teacher`) or the pipeline's "
         "p<p>/<losses>/teacher.pt layout (default: the pipeline's results/teachers)",
     )
-    p.add_argument("--patch-sizes", type=int, nargs="+", default=[17, 33, 65], choices=[17, 33, 65])
-    p.add_argument("--image-size", type=int, default=256, help="side the images are zoomed to")
-    p.add_argument("--epochs", type=int, default=100, help="student training epochs")
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """How the detector is fitted; every default is the field's default of DetectorConfig."""
+    defaults = DetectorConfig()
     p.add_argument(
-        "--batch-size", type=int, default=1, help="images (or windows, with --crop) per step"
+        "--patch-sizes",
+        type=int,
+        nargs="+",
+        default=list(defaults.patch_sizes),
+        choices=list(defaults.patch_sizes),
+    )
+    p.add_argument(
+        "--image-size", type=int, default=defaults.image_size, help="side the images are zoomed to"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=defaults.training.epochs, help="student training epochs"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.training.batch_size,
+        help="images (or windows, with --crop) per step",
     )
     p.add_argument(
         "--crop",
@@ -56,15 +84,27 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
         help="train on random N×N windows of output pixels inside each image instead of whole "
         "images (faster steps; default: whole images)",
     )
-    p.add_argument("--students", type=int, default=3, help="students per receptive field")
-    p.add_argument("--threshold", choices=RULES, default="quantile", help="threshold rule")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of split, initialisation and data order"
+        "--students", type=int, default=defaults.students, help="students per receptive field"
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="torch device")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run_fit)
+    p.add_argument(
+        "--threshold",
+        choices=RULES,
+        default=defaults.threshold_rule.replace("_", "-"),
+        help="threshold rule",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="share held out for validation",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of split, initialisation and data order",
+    )
 
 
 def _good_images(args: argparse.Namespace) -> list[Path]:

@@ -7,25 +7,7 @@ import json
 from pathlib import Path
 
 from ust.paths import resolve
-
-
-def find_teacher(teacher_dir: Path, p: int) -> Path:
-    """``<dir>/p<p>.pt`` or the single ``<dir>/p<p>/<losses>/teacher.pt`` (the pipeline's layout)."""
-    direct = teacher_dir / f"p{p}.pt"
-    if direct.exists():
-        return direct
-    found = sorted(teacher_dir.glob(f"p{p}/*/teacher.pt"))
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise ValueError(
-            f"several p={p} teachers under {teacher_dir}: {[str(f) for f in found]}; "
-            f"copy the one to use to {direct}"
-        )
-    raise FileNotFoundError(
-        f"no p={p} teacher in {teacher_dir} (looked for {direct} and {teacher_dir}/p{p}/*/teacher.pt); "
-        f"train one with `ust teacher --patch-size {p} --out {direct}`"
-    )
+from ust.train.fit import FitSettings
 
 
 def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
@@ -59,12 +41,24 @@ def add_mvtec_command(subparsers: argparse._SubParsersAction) -> None:
         choices=[17, 33, 65],
         help="receptive fields; more than one adds the multiscale fusion (default: 17 33 65)",
     )
+    defaults = FitSettings()  # the paper's settings, declared once
     p.add_argument(
-        "--image-size", type=int, default=256, help="side the images are zoomed to (default 256)"
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        help=f"side the images are zoomed to (default {defaults.image_size})",
     )
-    p.add_argument("--epochs", type=int, default=100, help="student training epochs (default 100)")
     p.add_argument(
-        "--students", type=int, default=3, help="students per receptive field (default 3)"
+        "--epochs",
+        type=int,
+        default=defaults.training.epochs,
+        help=f"student training epochs (default {defaults.training.epochs})",
+    )
+    p.add_argument(
+        "--students",
+        type=int,
+        default=defaults.students,
+        help=f"students per receptive field (default {defaults.students})",
     )
     p.add_argument(
         "--teacher-dir",
@@ -97,7 +91,8 @@ def _run_mvtec(args: argparse.Namespace) -> int:
     from ust.detector.outputs import check_output_dir
     from ust.experiments.mvtec_multiscale import run_multiscale
     from ust.experiments.mvtec_single import MVTecRunSettings, run_single_scale
-    from ust.experiments.outputs import write_json
+    from ust.io import write_json
+    from ust.method.teacher import find_teacher
     from ust.train.students import StudentTrainingConfig
 
     if args.epochs < 1 or args.students < 1 or args.image_size < 8:
@@ -108,10 +103,12 @@ def _run_mvtec(args: argparse.Namespace) -> int:
     teachers = {p: find_teacher(teacher_dir, p) for p in args.patch_sizes}
     check_output_dir(args.out)  # an existing file, or an unwritable folder: before any training
     settings = MVTecRunSettings(
-        image_size=args.image_size,
-        students=args.students,
-        training=StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed),
-        seed=args.seed,
+        fit=FitSettings(
+            image_size=args.image_size,
+            students=args.students,
+            training=StudentTrainingConfig(epochs=args.epochs, batch_size=1, seed=args.seed),
+            seed=args.seed,
+        )
     )
     results, dirs = {}, {}
     for p, teacher in teachers.items():

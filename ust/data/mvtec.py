@@ -33,7 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ust.data.transforms import resize, to_three_channels
+from ust.data.dataset import GOOD, Region, Sample, load_image  # noqa: F401  (part of this API)
 from ust.io import atomic_write  # noqa: F401  (re-exported: part of this module's API)
 
 TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
@@ -50,7 +50,6 @@ OBJECTS: tuple[str, ...] = (
     "zipper",
 )
 CATEGORIES: tuple[str, ...] = tuple(sorted(TEXTURES + OBJECTS))
-GOOD = "good"
 IMAGE_SUFFIX = ".png"
 MASK_SUFFIX = "_mask.png"
 
@@ -67,27 +66,8 @@ class MVTecLayoutError(ValueError):
         self.problems = list(problems)
 
 
-@dataclass(frozen=True)
-class TestSample:
-    """One test image: its path, defect type (``"good"`` for anomaly-free), mask path and size.
-
-    ``size`` is (H, W) in pixels at the original resolution; ``mask_path`` is None for ``good``.
-    """
-
-    path: Path
-    defect: str
-    mask_path: Path | None
-    size: tuple[int, int]
-
-    @property
-    def image_id(self) -> str:
-        """Relative id ``"<defect>/<stem>"``, e.g. ``"broken_large/000"``."""
-        return f"{self.defect}/{self.path.stem}"
-
-    @property
-    def is_anomalous(self) -> bool:
-        """True for images outside ``test/good`` (image-level label)."""
-        return self.defect != GOOD
+#: an MVTec AD test image (the dataset contract's :class:`ust.data.dataset.Sample`)
+TestSample = Sample
 
 
 @dataclass(frozen=True)
@@ -126,6 +106,23 @@ class CategoryIndex:
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[Path], list[Path]]:
         """Seeded (train, validation) split of ``train/good``; see :func:`split_train_val`."""
         return split_train_val(self.train, val_fraction=val_fraction, seed=seed)
+
+    def train_validation(
+        self, val_fraction: float = 0.1, seed: int = 0
+    ) -> tuple[list[Sample], list[Sample]]:
+        """:meth:`split` as :class:`Sample` lists (the dataset contract, :mod:`ust.data.dataset`)."""
+        return tuple(  # type: ignore[return-value]
+            [Sample(q, GOOD, self.sizes[q], split="train") for q in part]
+            for part in self.split(val_fraction, seed)
+        )
+
+    def regions(self, sample: Sample) -> list[Region]:
+        """The ground truth of ``sample``: one region per defect image, its whole mask (MVTec AD
+        annotates one mask per image; AU-PRO splits it into connected components itself)."""
+        if sample.mask_path is None:
+            return []
+        mask = load_mask(sample.mask_path, sample.size).numpy()
+        return [Region(mask, float(mask.sum()), sample.defect)] if mask.any() else []
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -312,7 +309,7 @@ class _Survey:
             size = self.probe(img)
             if folder.name == GOOD:
                 if size is not None:
-                    self.test.append(TestSample(img, GOOD, None, size))
+                    self.test.append(Sample(img, GOOD, size))
                 continue
             mask = gt_dir / folder.name / f"{img.stem}{MASK_SUFFIX}"
             if not mask.is_file():
@@ -328,7 +325,7 @@ class _Survey:
             return
         if empty:
             self.empty_masks.append(str(mask))
-        self.test.append(TestSample(img, defect, mask, size))
+        self.test.append(Sample(img, defect, size, (mask,)))
 
     def raise_problems(self, where: str, cat_dir: Path) -> None:
         if not self.problems:
@@ -436,42 +433,6 @@ def split_train_val(
 
 
 # -------------------------------------------------------------------------------------- loaders
-def _image_array(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image to float32 (H, W) or (H, W, 3) in [0, 1]; alpha and palettes removed."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        if im.mode in ("RGBA", "PA"):
-            im = im.convert("RGB")
-        elif im.mode in ("LA", "1"):
-            im = im.convert("L")
-        elif im.mode not in ("L", "RGB", "I", "I;16", "I;16B", "I;16L", "F"):
-            im = im.convert("RGB")
-        arr = np.asarray(im)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype.kind in "ui":  # 16-bit PNGs (modes I;16 and I)
-        return (arr.astype(np.float32) / 65535.0).clip(0.0, 1.0)
-    return arr.astype(np.float32).clip(0.0, 1.0)
-
-
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """Load an image as a float tensor (3, H, W) in [0, 1].
-
-    Grayscale is replicated to 3 channels (docs/decisions.md#grayscale-replication), RGBA/palette
-    images become RGB, 16-bit images are scaled by 1/65535. With ``size`` (int or (H, W)), the image
-    is zoomed with bilinear antialiased interpolation (:func:`ust.data.transforms.resize`).
-    """
-    arr = _image_array(path)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    t = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
-    t = to_three_channels(t)
-    if size is not None:
-        t = resize(t, size).clamp(0.0, 1.0)  # not in place: resize may return the expanded input
-    return t[0].contiguous()
-
-
 def load_mask(path: str | os.PathLike | None, shape: tuple[int, int]) -> torch.Tensor:
     """Ground-truth mask as a bool tensor (H, W) at the original resolution, binarised with > 0.
 

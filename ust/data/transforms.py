@@ -5,6 +5,9 @@ docs/decisions.md#input-normalisation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,3 +45,18 @@ def prepare(x: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch
     if size is not None:
         x = resize(x, size)
     return imagenet_normalize(x)
+
+
+def upsample_map(score_map: torch.Tensor | np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Bilinear zoom (``align_corners=False``) of one map (h, w) to ``size`` = (H, W) pixels.
+
+    Returns a float32 numpy array (H, W) (scores keep their units;
+    docs/decisions.md#evaluation-resolution).
+    """
+    t = torch.as_tensor(np.asarray(score_map, dtype=np.float32))
+    if t.dim() != 2:
+        raise ValueError(f"expected a 2-D map (h, w), got shape {tuple(t.shape)}")
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape) != (h, w):
+        t = F.interpolate(t[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return t.numpy().astype(np.float32, copy=False)

@@ -28,7 +28,7 @@ from ust.detector.images import ImageReadError, NamedPath, collect_images, read_
 from ust.detector.model import Detector
 from ust.detector.outputs import check_output_dir, publish_dir, staging_dir
 from ust.detector.render import overlay, save_overlay
-from ust.experiments.outputs import write_csv
+from ust.io import write_csv
 
 CSV_HEADER = ("image", "score", "anomalous", "threshold", "name")
 ENTRIES = ["maps", "overlays", "scores.csv"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ust.method.networks import PATCH_SIZES
-from ust.train.students import StudentTrainingConfig
+from ust.train.fit import FitSettings
 
 # The segmentation rules a detector can decide with (keys of ust.eval.thresholds.estimate_thresholds).
 THRESHOLD_RULES: tuple[str, ...] = ("max", "quantile", "k_sigma")
@@ -21,36 +21,24 @@ def threshold_rule(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    """Everything a fitted :class:`~ust.detector.Detector` depends on besides its data and teachers.
+class DetectorConfig(FitSettings):
+    """Everything a fitted :class:`~ust.detector.Detector` depends on besides its data and teachers:
+    how each scale is fitted (the inherited :class:`ust.train.fit.FitSettings`: ``image_size``,
+    ``students``, ``training``, ``val_fraction``, ``seed``, ``inference_batch_size``) plus
 
     Attributes:
         patch_sizes: receptive fields p of the fused scales (paper: 17, 33, 65).
-        image_size: side in pixels the images are zoomed to for the networks (paper: 256).
-        students: ensemble size M per scale (paper: 3, docs/decisions.md#mvtec-student-training).
-        training: student optimisation (epochs, batch, Adam lr / weight decay, seed).
-        val_fraction: share of the good images held out for the e/v statistics and the thresholds
-            (docs/decisions.md#validation-split).
-        seed: seed of the validation split and of the students' initialisation.
         threshold_rule: ``max``, ``quantile`` or ``k_sigma``
             (docs/decisions.md#segmentation-thresholds); all are stored, this one decides.
-        inference_batch_size: images per forward pass for statistics and scoring.
     """
 
     patch_sizes: tuple[int, ...] = PATCH_SIZES
-    image_size: int = 256
-    students: int = 3
-    training: StudentTrainingConfig = field(default_factory=StudentTrainingConfig)
-    val_fraction: float = 0.1
-    seed: int = 0
     threshold_rule: str = "quantile"
-    inference_batch_size: int = 8
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "patch_sizes", tuple(int(p) for p in self.patch_sizes))
         object.__setattr__(self, "threshold_rule", threshold_rule(self.threshold_rule))
-        if isinstance(self.training, dict):  # read back from a detector file
-            object.__setattr__(self, "training", StudentTrainingConfig(**self.training))
         self.validate()
 
     def validate(self) -> None:

@@ -43,7 +43,7 @@ def teachers(
     """Teacher file per p: from ``teacher_dir`` (``p<p>.pt`` or ``p<p>/<losses>/teacher.pt``), else
     a tiny self-supervised one (λ_m = λ_c = 1, 3 steps on the bundled photographs) trained into
     ``<out_dir>/teachers/p<p>.pt``: enough to run the code, not to detect anything."""
-    from ust.cli.mvtec import find_teacher  # the one lookup rule for teacher folders
+    from ust.method.teacher import find_teacher  # the one lookup rule for teacher folders
 
     found: dict[int, Path] = {}
     for p in patch_sizes:

@@ -1,23 +1,19 @@
 """Fitting a :class:`~ust.detector.Detector` on anomaly-free images (paper §3.2 and §4.2).
 
 Steps: hold out a seeded validation split of the good images (docs/decisions.md#validation-split),
-zoom every image to ``image_size``², then per scale p: the teacher's μ/σ over the training pixels
-(docs/decisions.md#student-target-normalisation), M students trained for ``training.epochs``
-(docs/decisions.md#mvtec-student-training), and the e/v statistics over the validation pixels
-(docs/decisions.md#score-normalisation). Finally the fused maps of the validation images at their
+zoom every image to ``image_size``², then fit each scale p with
+:func:`ust.train.fit.fit_student_teacher`, the recipe the MVTec protocol uses too (μ/σ, students,
+e/v statistics stored in the model). Finally the fused maps of the validation images at their
 original sizes give the thresholds (docs/decisions.md#segmentation-thresholds).
 
-With ``work_dir`` each scale works in ``<work_dir>/p<p>/``: ``run_config.json`` (what the scale
-depends on; another configuration there is refused), ``students.ckpt`` after every epoch (a new call
-resumes from it) and ``ensemble.pt`` when the scale is done (a new call reuses it).
+With ``work_dir`` each scale works in ``<work_dir>/p<p>/`` (see :mod:`ust.train.fit`): an
+interrupted fit resumes from its last epoch and a finished scale is reused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,56 +21,22 @@ import torch
 from tqdm.auto import tqdm
 
 from ust.data.mvtec import split_train_val
+from ust.data.transforms import upsample_map
 from ust.detector.config import DetectorConfig
 from ust.detector.images import as_image, as_items, sizes_of, zoom
 from ust.detector.model import Calibration, Detector
-from ust.experiments.mvtec_single import (
-    CHECKPOINT,
-    ENSEMBLE,
-    as_teacher,
-    prepare_run_dir,
-    teacher_fingerprint,
-    upsample_map,
-)
-from ust.experiments.outputs import jsonable
 from ust.method.networks import PatchNet
-from ust.method.scoring import ScoreStats
-from ust.method.students import (
-    StudentTeacher,
-    fit_target_statistics,
-    fit_validation_stats,
-    load_ensemble,
-    make_students,
-    save_ensemble,
-)
-from ust.train.students import train_students
-
-
-@dataclass
-class FitData:
-    """The zoomed good images of one fit, split into training and validation parts.
-
-    ``train``/``val``: (N, 3, S, S) float32 in [0, 1]; ``val_sizes``: original (H, W) of each
-    validation image; ``digest``: SHA-256 of both tensors (identifies the data in ``run_config``).
-    """
-
-    train: torch.Tensor
-    val: torch.Tensor
-    val_sizes: list[tuple[int, int]]
-    train_names: list[str]
-    val_names: list[str]
-    digest: str
+from ust.method.teacher import find_teacher, resolve_teacher
+from ust.train.fit import FitData, fit_student_teacher
 
 
 def resolve_teachers(
     teachers: Any, patch_sizes: Sequence[int], device: torch.device
 ) -> dict[int, PatchNet]:
     """Private copies of the teachers, one per p: ``teachers`` is a mapping p → :class:`PatchNet`
-    or teacher file, a folder (``p<p>.pt`` or the pipeline's ``p<p>/<losses>/teacher.pt``), or a
-    single network / file when there is one scale. Raises ValueError when a p does not match."""
+    or teacher file, a folder (see :func:`ust.method.teacher.find_teacher`), or a single network /
+    file when there is one scale. Raises ValueError when a p does not match."""
     if isinstance(teachers, str | os.PathLike) and Path(teachers).is_dir():
-        from ust.cli.mvtec import find_teacher  # the one lookup rule for teacher folders
-
         teachers = {p: find_teacher(Path(teachers), p) for p in patch_sizes}
     elif not isinstance(teachers, Mapping):
         if len(patch_sizes) != 1:
@@ -85,7 +47,7 @@ def resolve_teachers(
     missing = [p for p in patch_sizes if p not in teachers]
     if missing:
         raise ValueError(f"no teacher given for patch size(s) {missing}")
-    nets = {p: as_teacher(teachers[p], device) for p in patch_sizes}
+    nets = {p: resolve_teacher(teachers[p], device) for p in patch_sizes}
     for p, net in nets.items():
         if net.config.p != p:
             raise ValueError(f"the teacher given for p={p} has receptive field p={net.config.p}")
@@ -129,59 +91,7 @@ def load_fit_data(good_images: Any, config: DetectorConfig, progress: bool) -> F
     val, val_sizes = _load(
         [items[index[n]] for n in val_names], "validation images", size, progress
     )
-    h = hashlib.sha256(train.numpy().tobytes())
-    h.update(val.numpy().tobytes())
-    short = [Path(n).name for n in train_names], [Path(n).name for n in val_names]
-    return FitData(train, val, val_sizes, short[0], short[1], h.hexdigest())
-
-
-def scale_run_config(p: int, teacher: PatchNet, data: FitData, config: DetectorConfig) -> dict:
-    """What the ensemble of scale p depends on (``<work_dir>/p<p>/run_config.json``)."""
-    return jsonable(
-        {
-            "format": "ust.detector-scale/1",
-            "p": p,
-            "teacher_sha256": teacher_fingerprint(teacher),
-            "images_sha256": data.digest,
-            "students": config.students,
-            "image_size": config.image_size,
-            "training": asdict(config.training),
-            "val_fraction": config.val_fraction,
-            "seed": config.seed,
-            "train_images": data.train_names,
-            "val_images": data.val_names,
-        }
-    )
-
-
-def fit_scale(
-    teacher: PatchNet,
-    data: FitData,
-    config: DetectorConfig,
-    work: Path | None,
-    *,
-    progress: bool,
-) -> tuple[StudentTeacher, ScoreStats]:
-    """The trained ensemble of ``teacher``'s scale and its validation e/v statistics; resumes
-    from (or reuses) the files in ``work`` when given (see the module docstring)."""
-    device = next(teacher.parameters()).device
-    batch = config.inference_batch_size
-    run_config = scale_run_config(teacher.config.p, teacher, data, config)
-    if work is not None:
-        prepare_run_dir(work, run_config)
-        if (work / ENSEMBLE).is_file():
-            model, state = load_ensemble(work / ENSEMBLE, device)
-            return model, ScoreStats(**state["score_stats"])
-    model = StudentTeacher(teacher, make_students(teacher, config.students, seed=config.seed))
-    model.to(device)
-    fit_target_statistics(model, data.train, batch_size=batch, progress=progress)
-    ckpt = work / CHECKPOINT if work is not None else None
-    train_students(model, data.train, config.training, checkpoint=ckpt, progress=progress)
-    stats = fit_validation_stats(model, data.val, batch_size=batch)
-    if work is not None:
-        save_ensemble(model, work / ENSEMBLE, score_stats=stats.to_dict(), run_config=run_config)
-        ckpt.unlink(missing_ok=True)
-    return model, stats
+    return FitData(train, val, train_names, val_names, val_sizes)
 
 
 def fit_detector(
@@ -210,12 +120,13 @@ def fit_detector(
     device = torch.device(device)
     teacher_nets = resolve_teachers(teachers, config.patch_sizes, device)
     data = load_fit_data(good_images, config, progress)
-    models, stats = {}, {}
+    models = {}
     for p in config.patch_sizes:
         work = Path(work_dir) / f"p{p}" if work_dir is not None else None
-        models[p], stats[p] = fit_scale(teacher_nets[p], data, config, work, progress=progress)
-    detector = Detector(models, stats, config)
+        fitted = fit_student_teacher(teacher_nets[p], data, config, work, progress=progress)
+        models[p] = fitted.model
+    detector = Detector(models, config)
     fused = detector.network_maps(data.val)
     val_maps = [upsample_map(m, size) for m, size in zip(fused, data.val_sizes)]
-    detector.calibration = Calibration.from_maps(val_maps, data.val_names)
+    detector.calibration = Calibration.from_maps(val_maps, [Path(n).name for n in data.val_names])
     return detector

@@ -1,7 +1,9 @@
 """The fused detector of one category: per scale a frozen teacher, its descriptor statistics, a
 student ensemble and the e/v score statistics, plus the thresholds estimated on held-out good images.
 
-Anomaly maps follow the MVTec protocol of :mod:`ust.experiments.mvtec_single`: images are zoomed to
+Each scale is a calibrated :class:`~ust.method.students.StudentTeacher` (teacher, μ/σ, students and
+e/v statistics in one module), the object the MVTec protocol evaluates too
+(:mod:`ust.experiments.mvtec_single`). Anomaly maps: images are zoomed to
 ``image_size``² (docs/decisions.md#image-resizing), each scale gives ẽ + ṽ at that size
 (docs/decisions.md#score-normalisation), the scales are averaged
 (docs/decisions.md#multiscale-fusion) and the fused map is upsampled bilinearly to each image's
@@ -21,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ust.data.transforms import upsample_map
 from ust.detector.config import DetectorConfig, threshold_rule
 from ust.detector.files import DetectorFileError, read_detector_file, write_detector_file
 from ust.detector.images import as_images, as_items, sizes_of, zoom
 from ust.eval.thresholds import estimate_thresholds
-from ust.experiments.mvtec_single import upsample_map
 from ust.method.networks import NetConfig, PatchNet
 from ust.method.scoring import ScoreStats, fuse_multiscale
-from ust.method.students import StudentTeacher, anomaly_scores, make_students
+from ust.method.students import StudentTeacher, make_students
 
 
 @dataclass
@@ -89,29 +91,35 @@ class Detector:
     """A fitted Student-Teacher detector fusing several receptive fields (paper §3.3, Eq. 12).
 
     Build one with :meth:`fit` (from good images and teachers) or :meth:`load`; use it with
-    :meth:`predict`; write it with :meth:`save`. ``models[p]`` is the :class:`StudentTeacher` of
-    scale p (with its μ/σ), ``score_stats[p]`` its e/v statistics.
+    :meth:`predict`; write it with :meth:`save`. ``models[p]`` is the calibrated
+    :class:`StudentTeacher` of scale p (with its μ/σ and e/v statistics).
     """
 
     def __init__(
         self,
         models: Mapping[int, StudentTeacher],
-        score_stats: Mapping[int, ScoreStats],
         config: DetectorConfig,
         calibration: Calibration | None = None,
     ):
-        if sorted(models) != sorted(config.patch_sizes) or set(models) != set(score_stats):
+        if sorted(models) != sorted(config.patch_sizes):
             raise ValueError(
-                f"models {sorted(models)} and score statistics {sorted(score_stats)} must cover "
-                f"the configured patch sizes {list(config.patch_sizes)}"
+                f"models {sorted(models)} must cover the configured patch sizes "
+                f"{list(config.patch_sizes)}"
             )
+        uncalibrated = [p for p, m in models.items() if not m.calibrated]
+        if uncalibrated:
+            raise ValueError(f"the models of p = {uncalibrated} have no e/v statistics")
         self.config = config
         self.models = {p: models[p].eval() for p in config.patch_sizes}
-        self.score_stats = {p: score_stats[p] for p in config.patch_sizes}
         self.calibration = calibration
         self.sha256: str | None = None  # of the file it was saved to or loaded from
 
     # ------------------------------------------------------------------------------- properties
+    @property
+    def score_stats(self) -> dict[int, ScoreStats]:
+        """The e/v statistics of every scale (read from the models)."""
+        return {p: m.score_stats for p, m in self.models.items()}
+
     @property
     def patch_sizes(self) -> tuple[int, ...]:
         return self.config.patch_sizes
@@ -157,10 +165,7 @@ class Detector:
         """Fused ẽ + ṽ at network resolution: zoomed images (N, 3, S, S) in [0, 1] → (N, S, S)."""
         batch = self.config.inference_batch_size
         return fuse_multiscale(
-            [
-                anomaly_scores(self.models[p], x, self.score_stats[p], batch_size=batch)
-                for p in self.patch_sizes
-            ]
+            [self.models[p].anomaly_maps(x, batch_size=batch) for p in self.patch_sizes]
         )
 
     def anomaly_maps(self, images: Any) -> list[np.ndarray]:
@@ -255,7 +260,7 @@ def _payload(detector: Detector) -> dict[str, Any]:
             "m": model.m,
             "target_mean": model.target_mean.cpu(),
             "target_std": model.target_std.cpu(),
-            "score_stats": detector.score_stats[p].to_dict(),
+            "score_stats": model.score_stats.to_dict(),
         }
     return {
         "config": detector.config.to_dict(),
@@ -264,19 +269,18 @@ def _payload(detector: Detector) -> dict[str, Any]:
     }
 
 
-def _scale_from_payload(entry: dict[str, Any]) -> tuple[StudentTeacher, ScoreStats]:
+def _scale_from_payload(entry: dict[str, Any]) -> StudentTeacher:
     teacher = PatchNet(NetConfig(**entry["teacher_config"]))
     teacher.load_state_dict(entry["teacher"])
     model = StudentTeacher(teacher, make_students(teacher, entry["m"]))
     model.students.load_state_dict(entry["students"])
     model.target_mean.copy_(entry["target_mean"])
     model.target_std.copy_(entry["target_std"])
-    return model.eval(), ScoreStats(**entry["score_stats"])
+    model.set_score_stats(ScoreStats(**entry["score_stats"]))
+    return model.eval()
 
 
 def _from_payload(payload: dict[str, Any]) -> Detector:
     config = DetectorConfig(**payload["config"])
-    models, stats = {}, {}
-    for p in config.patch_sizes:
-        models[p], stats[p] = _scale_from_payload(payload["scales"][str(p)])
-    return Detector(models, stats, config, Calibration(**payload["calibration"]))
+    models = {p: _scale_from_payload(payload["scales"][str(p)]) for p in config.patch_sizes}
+    return Detector(models, config, Calibration(**payload["calibration"]))

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ust.experiments.outputs import replace_dir
+from ust.io import replace_dir
 
 
 def _existing_ancestor(path: Path, label: str) -> Path:

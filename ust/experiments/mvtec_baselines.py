@@ -25,26 +25,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ust.baselines.raw_patches import RawPatchSettings, sample_bank, score_image
-from ust.data.mvtec import (
-    CategoryIndex,
-    save_anomaly_map,
-    validate_category,
+from ust.data.dataset import load_images
+from ust.data.mvtec import CategoryIndex, validate_category
+from ust.data.transforms import upsample_map
+from ust.experiments.outputs import STEPS_KEY, epoch_steps
+from ust.experiments.protocol import (
+    METRIC_KEYS,
+    EvaluationSettings,
+    PrecomputedMaps,
+    evaluate,
+    save_maps,
 )
-from ust.experiments.mvtec_single import (
-    as_teacher,
-    compute_metrics,
-    load_images,
-    load_masks,
-    map_paths,
-    upsample_map,
-)
-from ust.experiments.outputs import STEPS_KEY, epoch_steps, fresh_dir, replace_dir, write_json
+from ust.io import write_json
 from ust.method.networks import PatchNet
 from ust.method.students import (
     StudentTeacher,
     derive_seed,
     fit_target_statistics,
 )
+from ust.method.teacher import resolve_teacher
 
 if TYPE_CHECKING:
     from ust.baselines.ssim_ae import SSIMAE, SSIMAEConfig
@@ -383,9 +382,10 @@ def run_feature_baselines(
     index = validate_category(data_root, category)
     device = torch.device(device)
     train_paths, _ = index.split(settings.val_fraction, settings.seed)
-    train_imgs = load_images(train_paths, settings.image_size, "train images", progress)
+    size = settings.image_size
+    train_imgs = load_images(train_paths, size, desc="train images", progress=progress)
     test_paths = [s.path for s in index.test]
-    test_imgs = load_images(test_paths, settings.image_size, "test images", progress)
+    test_imgs = load_images(test_paths, size, desc="test images", progress=progress)
 
     small, info = {}, {}
     feature_methods = [m for m in methods if m in BASELINE_METHODS]
@@ -398,14 +398,10 @@ def run_feature_baselines(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    masks = load_masks(index.test)
     results: dict[str, dict] = {}
     for name in methods:
         maps = [upsample_map(m, s.size) for m, s in zip(small[name], index.test)]
-        if settings.save_maps:
-            _save_map_folder(out, f"maps_{name}", index, maps)
-        metrics = compute_metrics(maps, masks, settings.integration_limit)
-        results[name] = {**metrics, **info[name]}
+        results[name] = {**_evaluate_maps(index, maps, out, name, settings), **info[name]}
     write_json(results, out / "baselines.json", sort_keys=False)
     return results
 
@@ -422,7 +418,7 @@ def teacher_baseline_maps(
     """Fit the teacher-descriptor ``methods`` on ``train_imgs`` and score ``test_imgs``: ({name:
     [(h, w) maps]}, {name: record}) as :func:`fit_feature_baselines` and
     :func:`score_feature_baselines`, after fitting the descriptors' μ/σ on ``train_imgs``."""
-    model = _teacher_only(as_teacher(teacher, device), device)
+    model = _teacher_only(resolve_teacher(teacher, device), device)
     batch_size = settings.inference_batch_size
     fit_target_statistics(model, train_imgs, batch_size=batch_size, progress=progress)
     scorers, info = fit_feature_baselines(model, train_imgs, methods, settings, device, progress)
@@ -430,13 +426,16 @@ def teacher_baseline_maps(
     return small, info
 
 
-def _save_map_folder(
-    out: Path, folder: str, index: CategoryIndex, maps: Sequence[np.ndarray]
-) -> None:
-    tmp = fresh_dir(out, folder)
-    for path, m in zip(map_paths(tmp, index.category, index.test), maps):
-        save_anomaly_map(path, m)
-    replace_dir(tmp, out / folder)
+def _evaluate_maps(
+    index: CategoryIndex, maps: Sequence[np.ndarray], out: Path, name: str, settings
+) -> dict[str, float]:
+    """The protocol's metrics of a baseline's test ``maps`` (original sizes, in ``index.test``
+    order), written to ``<out>/maps_<name>`` first when ``settings.save_maps``."""
+    if settings.save_maps:
+        save_maps(out, f"maps_{name}", index.category, index.test, maps)
+    method = PrecomputedMaps(index.test, maps)
+    result = evaluate(method, index, None, EvaluationSettings(settings.integration_limit))
+    return {k: result[k] for k in METRIC_KEYS}
 
 
 @dataclass(frozen=True)
@@ -566,9 +565,11 @@ def run_ssim_ae_baseline(
     image_size, seed = settings.image_size, settings.seed
     index = validate_category(data_root, category)
     train_paths, _ = index.split(settings.val_fraction, seed)
-    train_imgs = to_grayscale(load_images(train_paths, image_size, "train images", progress))
+    train_imgs = to_grayscale(
+        load_images(train_paths, image_size, desc="train images", progress=progress)
+    )
     test_imgs = to_grayscale(
-        load_images([s.path for s in index.test], image_size, "test images", progress)
+        load_images([s.path for s in index.test], image_size, desc="test images", progress=progress)
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -578,8 +579,6 @@ def run_ssim_ae_baseline(
     t0 = time.perf_counter()
     maps = _ssim_ae_maps(model, test_imgs, index, settings.stride, cfg, progress)
     score_seconds = time.perf_counter() - t0
-    if settings.save_maps:
-        _save_map_folder(out, "maps_ssim_ae", index, maps)
     whole = cfg.protocol == "whole"
     augmentation = {
         "max_rotation": cfg.max_rotation,
@@ -588,7 +587,7 @@ def run_ssim_ae_baseline(
         "vflip": cfg.vflip,
     }
     result = {
-        **compute_metrics(maps, load_masks(index.test), settings.integration_limit),
+        **_evaluate_maps(index, maps, out, "ssim_ae", settings),
         "protocol": cfg.protocol,
         "patch": cfg.input_size,
         "stride": None if whole else settings.stride,

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ust.data.transforms import imagenet_normalize, to_three_channels
-from ust.io import atomic_torch_save
+from ust.io import atomic_torch_save, torch_load
 from ust.method.dense import DenseNet, dense_net
 from ust.method.networks import NetConfig, PatchNet
 from ust.method.scoring import (
@@ -79,6 +79,9 @@ class StudentTeacher(nn.Module):
         d = teacher.config.d
         self.register_buffer("target_mean", torch.zeros(d))
         self.register_buffer("target_std", torch.ones(d))
+        # e_mean, e_std, v_mean, v_std on anomaly-free validation pixels (NaN until calibrated):
+        # the model owns the normalisation of its scores, so whoever holds it can score an image.
+        self.register_buffer("score_moments", torch.full((4,), float("nan"), dtype=torch.float64))
         # Plain attributes (not submodules): the dense wrappers share the patch networks' parameters
         # and must not appear a second time in state_dict().
         object.__setattr__(self, "_t", dense_net(self.teacher) if dense else None)
@@ -91,6 +94,42 @@ class StudentTeacher(nn.Module):
     @property
     def m(self) -> int:
         return len(self.students)
+
+    @property
+    def calibrated(self) -> bool:
+        """True once :meth:`calibrate` (or a loaded file) set the e/v statistics."""
+        return bool(torch.isfinite(self.score_moments).all())
+
+    @property
+    def score_stats(self) -> ScoreStats:
+        """The e/v statistics of :meth:`calibrate` (docs/decisions.md#score-normalisation)."""
+        if not self.calibrated:
+            raise ValueError(
+                "this Student-Teacher model has no e/v statistics yet: calibrate it on "
+                "anomaly-free validation images first (StudentTeacher.calibrate)"
+            )
+        return ScoreStats(*(float(x) for x in self.score_moments.tolist()))
+
+    def set_score_stats(self, stats: ScoreStats) -> None:
+        """Store ``stats`` (e.g. read from an older file) as the model's e/v statistics."""
+        values = [stats.e_mean, stats.e_std, stats.v_mean, stats.v_std]
+        self.score_moments.copy_(torch.tensor(values, dtype=torch.float64))
+
+    def calibrate(self, images: torch.Tensor, *, batch_size: int = 8) -> ScoreStats:
+        """Fit and store the e/v statistics over all pixels of anomaly-free ``images``
+        (N, C, H, W) in [0, 1] (paper Eq. 11); returns them."""
+        stats = fit_validation_stats(self, images, batch_size=batch_size)
+        self.set_score_stats(stats)
+        return stats
+
+    def anomaly_maps(
+        self, images: torch.Tensor, *, batch_size: int = 8, progress: bool = False
+    ) -> torch.Tensor:
+        """Normalised scores ẽ + ṽ of a calibrated model: (N, C, H, W) in [0, 1] → (N, H, W) on
+        the CPU, at the network's resolution."""
+        return anomaly_scores(
+            self, images, self.score_stats, batch_size=batch_size, progress=progress
+        )
 
     def train(self, mode: bool = True) -> StudentTeacher:
         super().train(mode)
@@ -223,6 +262,7 @@ def save_ensemble(model: StudentTeacher, path: str | os.PathLike, **extra) -> No
             "dense": model.dense,
             "target_mean": model.target_mean.cpu(),
             "target_std": model.target_std.cpu(),
+            **({"score_stats": model.score_stats.to_dict()} if model.calibrated else {}),
             **extra,
         },
         Path(path),
@@ -232,12 +272,16 @@ def save_ensemble(model: StudentTeacher, path: str | os.PathLike, **extra) -> No
 def load_ensemble(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[StudentTeacher, dict]:
-    """Inverse of :func:`save_ensemble`; returns the model and the stored metadata dict."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Inverse of :func:`save_ensemble`; returns the model (calibrated when the file holds e/v
+    statistics) and the stored metadata dict. An unreadable file raises
+    :class:`ust.io.CorruptFileError` naming it."""
+    state = torch_load(path)
     teacher = PatchNet(NetConfig(**state["teacher_config"]))
     teacher.load_state_dict(state["teacher"])
     model = StudentTeacher(teacher, make_students(teacher, state["m"]), dense=state["dense"])
     model.students.load_state_dict(state["students"])
     model.target_mean.copy_(state["target_mean"])
     model.target_std.copy_(state["target_std"])
+    if state.get("score_stats"):
+        model.set_score_stats(ScoreStats(**state["score_stats"]))
     return model.to(device).eval(), state

@@ -14,8 +14,11 @@ Every network input is the [0, 1] patch, ImageNet-normalised. The training loop 
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -23,6 +26,7 @@ from torch import nn
 
 from ust.data.patches import PatchTriplets
 from ust.data.transforms import imagenet_normalize
+from ust.io import torch_load
 from ust.method.losses import decorrelation_loss, distillation_loss, triplet_loss
 from ust.method.networks import NetConfig, PatchNet
 
@@ -293,6 +297,63 @@ def weighted_terms(terms: dict, cfg: TeacherConfig) -> dict[str, float | None]:
     return out
 
 
+def find_teacher(folder: str | os.PathLike, p: int, losses: str | None = None) -> Path:
+    """The teacher file of receptive field ``p`` in ``folder`` (the one lookup rule for folders).
+
+    With ``losses``: ``<folder>/p<p>/<losses>/teacher.pt`` (the pipeline's layout,
+    ``results/teachers``). Without: ``<folder>/p<p>.pt`` (what ``ust teacher --out`` suggests) or
+    else the single ``<folder>/p<p>/*/teacher.pt``. Raises FileNotFoundError saying how to train the
+    missing teacher, or ValueError when several pipeline teachers of that p exist.
+    """
+    folder = Path(folder)
+    if losses is not None:
+        path = folder / f"p{int(p)}" / losses / "teacher.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist: add `p{p}-{losses}` (p: {p}, losses: {losses}) to "
+                "`teachers` in params.yaml and run `dvc repro teacher`, or train one with "
+                f"`ust teacher --patch-size {p} --out {path}`"
+            )
+        return path
+    direct = folder / f"p{int(p)}.pt"
+    if direct.exists():
+        return direct
+    found = sorted(folder.glob(f"p{int(p)}/*/teacher.pt"))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise ValueError(
+            f"several p={p} teachers under {folder}: {[str(f) for f in found]}; "
+            f"copy the one to use to {direct}"
+        )
+    raise FileNotFoundError(
+        f"no p={p} teacher in {folder} (looked for {direct} and {folder}/p{p}/*/teacher.pt); "
+        f"train one with `ust teacher --patch-size {p} --out {direct}`"
+    )
+
+
+def resolve_teacher(
+    teacher: PatchNet | str | os.PathLike, device: str | torch.device = "cpu"
+) -> PatchNet:
+    """A private eval-mode copy of ``teacher`` on ``device``: a :class:`PatchNet` (deep-copied,
+    never modified) or a file written by :func:`ust.train.teacher.pretrain`."""
+    if isinstance(teacher, PatchNet):
+        return copy.deepcopy(teacher).to(device).eval()
+    return load_teacher(teacher, device)
+
+
+def teacher_fingerprint(teacher: PatchNet) -> str:
+    """SHA-256 of the teacher's configuration and descriptor weights (the decoder is ignored):
+    what a trained student ensemble depends on."""
+    h = hashlib.sha256(json.dumps(asdict(teacher.config), sort_keys=True).encode())
+    for key, value in sorted(teacher.state_dict().items()):
+        if key.startswith("decoder."):
+            continue
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> PatchNet:
     """Load a file written by :func:`pretrain` as a :class:`PatchNet` in eval mode on ``device``.
 
@@ -303,7 +364,7 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise FileNotFoundError(
             f"teacher file {str(path)!r} does not exist; train one with `ust teacher --out {path}`"
         )
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch_load(path)
     if not isinstance(blob, dict) or "state_dict" not in blob or "net_config" not in blob:
         raise ValueError(
             f"{str(path)!r} is not a teacher file (expected a dict with 'state_dict' and "

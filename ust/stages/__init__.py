@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import ROOT, resolve
 
 if TYPE_CHECKING:

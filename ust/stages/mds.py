@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ust.experiments.config import load_config
-from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.stages import stage_teacher
 from ust.stages.oneclass import load_oneclass_task, student_settings
 from ust.train.device import resolve_device

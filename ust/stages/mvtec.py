@@ -22,7 +22,8 @@ from ust.experiments.config import (
     PipelineConfig,
     load_config,
 )
-from ust.experiments.outputs import read_json, single_scale_run_dir, write_json  # noqa: F401  (notebooks call them)
+from ust.experiments.outputs import single_scale_run_dir
+from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
 from ust.stages import (
     builds_substitutes,
@@ -104,13 +105,16 @@ def mvtec_settings(category: str) -> MVTecTrainConfig:
 def run_settings(train: MVTecTrainConfig) -> MVTecRunSettings:
     """``mvtec_train`` (one category's) → :class:`ust.experiments.mvtec_single.MVTecRunSettings`."""
     from ust.experiments.mvtec_single import MVTecRunSettings
+    from ust.train.fit import FitSettings
 
     return MVTecRunSettings(
-        image_size=train.image_size,
-        students=train.students,
-        training=student_training(train),
-        val_fraction=train.val_fraction,
-        seed=train.seed,
+        fit=FitSettings(
+            image_size=train.image_size,
+            students=train.students,
+            training=student_training(train),
+            val_fraction=train.val_fraction,
+            seed=train.seed,
+        )
     )
 
 

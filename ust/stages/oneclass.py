@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ust.experiments.config import OneClassTrainConfig, PipelineConfig, load_config
-from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
-from ust.io import atomic_write
+from ust.io import atomic_write, read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
 from ust.stages import output_dir, stage_teacher, student_training
 from ust.train.device import resolve_device

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ust.experiments.config import LOSS_LETTERS, load_config, loss_weights  # noqa: F401
-from ust.experiments.outputs import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 
 
 def teacher_config(patch_size: int, losses: str, **overrides: Any):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ust.io import atomic_torch_save
+from ust.io import CorruptFileError, atomic_torch_save, set_aside, torch_load
 from ust.method.dense import DenseNet, dense_net
 from ust.method.ensemble import StudentEnsemble
 from ust.method.students import StudentTeacher, batch_indices, derive_seed, student_loss
@@ -160,7 +161,15 @@ class _Ensemble:
         model, config = self.model, self.config
         if ckpt is None or not ckpt.exists():
             return [[] for _ in range(model.m)], 0
-        state = torch.load(ckpt, map_location=self.device, weights_only=False)
+        try:
+            state = torch_load(ckpt, map_location=self.device)
+        except CorruptFileError as err:  # a full disk or a half-copied run folder: start over
+            warnings.warn(
+                f"{err}; moved it to {set_aside(ckpt).name} and training the students from the "
+                "first epoch",
+                stacklevel=2,
+            )
+            return [[] for _ in range(model.m)], 0
         if {**_ADDED_FIELDS, **state["config"]} != asdict(config) or state["m"] != model.m:
             raise ValueError(
                 f"checkpoint {ckpt} was written with a different configuration "

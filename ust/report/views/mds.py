@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ust.experiments.outputs import read_json
+from ust.io import read_json
 from ust.paths import resolve
 from ust.report.figures_oneclass import MDSFigureData, score_distributions
 from ust.report.tables_oneclass import DATASET_TITLES, published_row

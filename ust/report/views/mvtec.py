@@ -24,7 +24,7 @@ from ust.data.mvtec import (
     load_mask,
     validate_category,
 )
-from ust.experiments.outputs import read_json
+from ust.io import read_json
 from ust.paths import resolve
 from ust.report.figures_mvtec import plot_figure1, plot_pro_curves
 from ust.report.published import MULTISCALE, PAPER_TABLE3

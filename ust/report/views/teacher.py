@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ust.experiments.outputs import read_json
+from ust.io import read_json
 from ust.paths import resolve
 from ust.report import figures_teacher
 from ust.report.published import PAPER_TABLE1
