@@ -69,7 +69,7 @@ class Sample:
         return self.ground_truth[0] if self.ground_truth else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Region:
     """One annotated ground-truth region of a test image.
 
