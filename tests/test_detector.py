@@ -302,6 +302,9 @@ def test_exported_graph_computes_the_predicted_maps(detector_file, tmp_path, fmt
     info = json.loads(side.read_text())
     assert info["threshold"] == detector.threshold and info["rule"] == "quantile"
     assert info["thresholds"] == detector.calibration.thresholds
+    # two thresholds, two meanings: pixels by the rule, images by the false-alarm calibration
+    assert info["image_threshold"] == detector.image_threshold
+    assert info["false_alarm_rate"] == detector.false_alarm_rate == 0.01
     assert info["detector_sha256"] == detector.sha256
     assert info["input"]["shape"] == ["batch", 3, "height", "width"]
     # dynamic batch and size: the graph was traced at 32 × 32, batch 1
@@ -313,6 +316,11 @@ def test_exported_graph_computes_the_predicted_maps(detector_file, tmp_path, fmt
         # 1e-4 of the map's magnitude: float32 rounding, amplified by 1/v_σ in ẽ + ṽ
         assert max_rel_diff(maps, reference.maps) < 1e-4
         np.testing.assert_allclose(scores, maps.reshape(shape[0], -1).max(1), rtol=1e-6)
+        # the exported path decides as Detector.predict: at the stored image threshold and at one
+        # between the scores (so that both decisions occur)
+        np.testing.assert_array_equal(scores > info["image_threshold"], reference.anomalous)
+        middle = float(np.median(reference.scores)) + 1e-3
+        np.testing.assert_array_equal(scores > middle, reference.scores > middle)
 
 
 def test_onnx_with_a_fixed_input_size(detector, tmp_path):

@@ -210,7 +210,7 @@ def test_predict_report_lists_every_scored_image(setup, model, tmp_path, capsys)
     rows = read_csv(out / "scores.csv")
     text = page.read_text()
     assert sorted(re.findall(r'data-name="([^"]*)"', text)) == sorted(r["name"] for r in rows)
-    t = Detector.load(model).threshold
+    t = Detector.load(model).image_threshold
     value = float(re.search(r'id="threshold"[^>]*value="([^"]*)"', text).group(1))
     assert value == pytest.approx(t, rel=1e-12)
     assert sorted(p.name for p in out.iterdir()) == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from ust.detector.config import DetectorConfig
@@ -100,6 +101,20 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="share held out for validation",
     )
     p.add_argument(
+        "--val-images",
+        type=Path,
+        default=None,
+        help="folder of further anomaly-free images that calibrate the scores and thresholds "
+        "(then every image of --images trains); more images support a lower --false-alarm-rate",
+    )
+    p.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=defaults.false_alarm_rate,
+        help="target share of good images called anomalous; the image threshold is calibrated "
+        "for it on the validation images",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=defaults.seed,
@@ -109,7 +124,6 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def _good_images(args: argparse.Namespace) -> list[Path]:
     """The good image files of ``--images`` or ``--data-root/--category`` (errors: ValueError)."""
-    from ust.detector.images import collect_images
 
     if (args.images is None) == (args.data_root is None):
         raise ValueError("give either --images DIR or --data-root ROOT --category NAME")
@@ -119,6 +133,13 @@ def _good_images(args: argparse.Namespace) -> list[Path]:
         folder = args.data_root / args.category / "train" / "good"
     else:
         folder = args.images
+    return _image_files(folder)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (searched recursively); ValueError when it is no folder."""
+    from ust.detector.images import collect_images
+
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise ValueError(f"image folder {folder} {what}")
@@ -139,6 +160,7 @@ def _config(args: argparse.Namespace):
         val_fraction=args.val_fraction,
         seed=args.seed,
         threshold_rule=args.threshold,
+        false_alarm_rate=args.false_alarm_rate,
     )
 
 
@@ -150,6 +172,7 @@ def run_fit(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         images = _good_images(args)
+        val_images = _image_files(args.val_images) if args.val_images is not None else None
         teacher_dir = getattr(args, "teacher_dir", None) or resolve("results/teachers")
         teachers = {p: find_teacher(teacher_dir, p) for p in config.patch_sizes}
         out = check_output_file(args.out)
@@ -161,21 +184,30 @@ def run_fit(args: argparse.Namespace) -> int:
             work_dir=work,
             device=resolve_device(args.device),
             progress=not args.no_progress,
+            val_images=val_images,
         )
         detector.save(out)
         shutil.rmtree(work, ignore_errors=True)
     except OSError as e:  # a one-line message instead of a traceback (ust.cli.main)
         raise ValueError(os_error_message(e)) from e
     cal = detector.calibration
+    image = detector.image_calibration
     summary = {
         "detector": str(out),
         "patch_sizes": list(config.patch_sizes),
         "image_size": config.image_size,
-        "n_train": len(images) - len(cal.images),
+        "n_train": len(images) - (len(cal.images) if val_images is None else 0),
         "n_val": len(cal.images),
         "threshold_rule": config.threshold_rule,
         "threshold": detector.threshold,
         "thresholds": cal.thresholds,
+        "image_threshold": image.threshold,
+        "false_alarm_rate": image.requested_rate,
+        "supported_false_alarm_rate": image.supported_rate,
+        "good_images_needed": image.images_needed,
     }
     print(json.dumps(summary, indent=2))
+    print(image.summary, file=sys.stderr)
+    if image.message:
+        print(f"ust fit: {image.message}", file=sys.stderr)
     return 0

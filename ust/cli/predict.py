@@ -91,7 +91,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError(os_error_message(e)) from e
     n = len(summary.rows) + len(summary.skipped)
     print(
-        f"{len(summary.rows)} image(s) scored, {summary.n_anomalous} anomalous at threshold "
+        f"{len(summary.rows)} image(s) scored, {summary.n_anomalous} anomalous at image threshold "
         f"{summary.threshold:.6g}: {summary.out_dir / 'scores.csv'}"
     )
     if page is not None:
@@ -109,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def write_predict_report(detector, summary, model: Path) -> Path:
     """``<out>/report.html`` of a :func:`ust.detector.batch.predict_to_folder` run: each scored
     image with the overlay that run wrote, its score and decision; the slider starts at the
-    threshold the decisions were made with (:attr:`ust.detector.Prediction.threshold`)."""
+    image threshold the decisions were made with (:attr:`ust.detector.Prediction.image_threshold`)."""
     from ust.detector.report import ReportItem, write_report
 
     items = [
@@ -127,5 +127,5 @@ def write_predict_report(detector, summary, model: Path) -> Path:
         items,
         summary.threshold,
         title=f"ust predict: {len(items)} image(s), detector {model}",
-        value_range=detector.display_range(summary.threshold),
+        value_range=detector.display_range(summary.pixel_threshold),
     )

@@ -5,8 +5,9 @@ suffix, or the stem of a file given directly)::
 
     <out>/maps/<name>.tiff       float32 fused anomaly map at the image's original size (score units)
     <out>/overlays/<name>.png    the image, the heat map on a fixed colour scale and the outline of
-                                 the pixels above the threshold (ust.detector.render)
-    <out>/scores.csv             image,score,anomalous,threshold,name: one row per readable image
+                                 the pixels above the pixel threshold (ust.detector.render)
+    <out>/scores.csv             image,score,anomalous,threshold,name: one row per readable image;
+                                 ``anomalous`` is ``score > threshold``, the image threshold
 
 An unreadable image is reported and skipped; the others are still written. The folder is built in a
 hidden sibling and moved into place at the end (:mod:`ust.detector.outputs`), so a failed run
@@ -37,10 +38,12 @@ ENTRIES = ["maps", "overlays", "scores.csv"]
 @dataclass
 class PredictSummary:
     """What :func:`predict_to_folder` wrote: ``rows`` as in ``scores.csv`` (score as float,
-    anomalous as bool), ``skipped`` one message per unreadable image, and the threshold used."""
+    anomalous as bool), ``skipped`` one message per unreadable image, the image threshold the
+    decisions used (``threshold``) and the pixel threshold the outlines used."""
 
     out_dir: Path
     threshold: float
+    pixel_threshold: float
     rows: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -63,12 +66,14 @@ def _read_batch(items: Sequence[NamedPath], summary: PredictSummary, on_skip) ->
 
 def _write_batch(detector: Detector, loaded: list, staged: Path, summary: PredictSummary) -> None:
     """Score the loaded images together and write their map, overlay and row."""
-    t = summary.threshold
-    value_range = detector.display_range(t)
-    pred = detector.predict([image for _, image in loaded], threshold=t, batch_size=len(loaded))
+    t, tp = summary.threshold, summary.pixel_threshold
+    value_range = detector.display_range(tp)
+    images = [image for _, image in loaded]
+    pred = detector.predict(images, threshold=tp, image_threshold=t, batch_size=len(loaded))
     for (item, image), amap, score, flag in zip(loaded, pred.maps, pred.scores, pred.anomalous):
         save_anomaly_map(staged / "maps" / f"{item.name}.tiff", amap)
-        save_overlay(staged / "overlays" / f"{item.name}.png", overlay(image, amap, t, value_range))
+        picture = overlay(image, amap, tp, value_range)
+        save_overlay(staged / "overlays" / f"{item.name}.png", picture)
         summary.rows.append(
             {
                 "image": str(item.path),
@@ -87,6 +92,7 @@ def predict_to_folder(
     *,
     batch_size: int = 8,
     threshold: float | None = None,
+    image_threshold: float | None = None,
     progress: bool = True,
     on_skip: Callable[[str], None] | None = None,
 ) -> PredictSummary:
@@ -98,7 +104,8 @@ def predict_to_folder(
         out_dir: output folder (created; existing ``maps``, ``overlays`` and ``scores.csv`` in it
             are replaced whole, other content is left alone).
         batch_size: images read and scored at once.
-        threshold: score threshold; default: the detector's.
+        threshold: pixel threshold of the outlines; default: the detector's.
+        image_threshold: threshold of the image decisions; default: the detector's.
         progress: tqdm progress bar.
         on_skip: called with the message of each unreadable image as it is skipped.
 
@@ -110,8 +117,9 @@ def predict_to_folder(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     items = collect_images(paths)
     out = check_output_dir(out_dir)
-    t = detector.threshold if threshold is None else float(threshold)
-    summary = PredictSummary(out, t)
+    tp = detector.threshold if threshold is None else float(threshold)
+    t = detector.image_threshold if image_threshold is None else float(image_threshold)
+    summary = PredictSummary(out, t, tp)
     staged = staging_dir(out)
     try:
         bar = tqdm(total=len(items), desc="predict", unit="image", disable=not progress)

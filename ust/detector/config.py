@@ -29,11 +29,14 @@ class DetectorConfig(FitSettings):
     Attributes:
         patch_sizes: receptive fields p of the fused scales (paper: 17, 33, 65).
         threshold_rule: ``max``, ``quantile`` or ``k_sigma``
-            (docs/decisions.md#segmentation-thresholds); all are stored, this one decides.
+            (docs/decisions.md#segmentation-thresholds); all are stored, this one outlines pixels.
+        false_alarm_rate: target share of good images called anomalous; the image threshold is
+            calibrated for it on the validation images' scores (docs/decisions.md#image-threshold).
     """
 
     patch_sizes: tuple[int, ...] = PATCH_SIZES
     threshold_rule: str = "quantile"
+    false_alarm_rate: float = 0.01
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +57,8 @@ class DetectorConfig(FitSettings):
             raise ValueError("students, training.epochs and inference_batch_size must be >= 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.false_alarm_rate < 1.0:
+            raise ValueError(f"false_alarm_rate must be in (0, 1), got {self.false_alarm_rate}")
 
     def to_dict(self) -> dict:
         """Plain-Python form (tuples as lists), as stored in detector files."""

@@ -234,10 +234,15 @@ def thresholds_json(detector, fmt: str, fixed_size: tuple[int, int] | None) -> d
         "detector_sha256": detector.sha256,
         "input": {"name": INPUT_NAME, "shape": shape, "dtype": "float32", "range": [0.0, 1.0]},
         "outputs": {OUTPUT_NAMES[0]: ["batch", *shape[2:]], OUTPUT_NAMES[1]: ["batch"]},
-        "decision": "pixel anomalous if anomaly_map > threshold; image if image_score > threshold",
+        "decision": (
+            "pixel anomalous if anomaly_map > threshold; image if image_score > image_threshold"
+        ),
         "rule": detector.threshold_rule,
         "threshold": detector.threshold,
         "thresholds": dict(cal.thresholds),
+        "image_threshold": detector.image_threshold,
+        "false_alarm_rate": detector.false_alarm_rate,
+        "supported_false_alarm_rate": detector.image_calibration.supported_rate,
         "colour_range": [vmin, vmax],
         "image_size": detector.image_size,
         "patch_sizes": list(detector.patch_sizes),

@@ -75,22 +75,32 @@ def _load(items: Sequence[Any], desc: str, size: int, progress: bool):
     return torch.cat(zoomed), sizes
 
 
-def load_fit_data(good_images: Any, config: DetectorConfig, progress: bool) -> FitData:
-    """Split ``good_images`` (any input :meth:`Detector.predict` accepts; ≥ 2 images) and load them."""
+def load_fit_data(
+    good_images: Any, config: DetectorConfig, progress: bool, val_images: Any = None
+) -> FitData:
+    """Split ``good_images`` (any input :meth:`Detector.predict` accepts; ≥ 2 images) and load them;
+    with ``val_images`` (likewise) every good image trains and those validate."""
     items = as_items(good_images)
-    if len(items) < 2:
+    if val_images is None and len(items) < 2:
         raise ValueError(
             f"found {len(items)} good image(s); fitting needs at least 2 (1 is held out for "
             "validation)"
         )
     names = _names(items)
     index = {n: i for i, n in enumerate(names)}
-    train_names, val_names = split_train_val(names, config.val_fraction, config.seed)
+    if val_images is None:
+        train_names, val_names = split_train_val(names, config.val_fraction, config.seed)
+        train_items = [items[index[n]] for n in train_names]
+        val_items = [items[index[n]] for n in val_names]
+    else:
+        train_names, train_items = names, items
+        val_items = as_items(val_images)
+        val_names = _names(val_items)
+        if not train_items or not val_items:
+            raise ValueError("fitting needs at least 1 good training and 1 validation image")
     size = config.image_size
-    train, _ = _load([items[index[n]] for n in train_names], "train images", size, progress)
-    val, val_sizes = _load(
-        [items[index[n]] for n in val_names], "validation images", size, progress
-    )
+    train, _ = _load(train_items, "train images", size, progress)
+    val, val_sizes = _load(val_items, "validation images", size, progress)
     return FitData(train, val, train_names, val_names, val_sizes)
 
 
@@ -102,6 +112,7 @@ def fit_detector(
     work_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    val_images: Any = None,
 ) -> Detector:
     """Fit a fused detector on anomaly-free images (see the module docstring for the protocol).
 
@@ -113,13 +124,16 @@ def fit_detector(
         work_dir: folder for per-scale checkpoints (resumable); ``None``: nothing is written.
         device: torch device for training and scoring.
         progress: tqdm progress bars.
+        val_images: anomaly-free images that calibrate the scores and thresholds instead of a
+            held-out share of ``good_images`` (more of them support a lower false-alarm rate,
+            docs/decisions.md#image-threshold).
 
     Returns:
         The calibrated :class:`Detector` (on ``device``).
     """
     device = torch.device(device)
     teacher_nets = resolve_teachers(teachers, config.patch_sizes, device)
-    data = load_fit_data(good_images, config, progress)
+    data = load_fit_data(good_images, config, progress, val_images)
     models = {}
     for p in config.patch_sizes:
         work = Path(work_dir) / f"p{p}" if work_dir is not None else None

@@ -8,8 +8,10 @@ e/v statistics in one module), the object the MVTec protocol evaluates too
 (docs/decisions.md#score-normalisation), the scales are averaged
 (docs/decisions.md#multiscale-fusion) and the fused map is upsampled bilinearly to each image's
 original size (docs/decisions.md#evaluation-resolution). The image score is the map's maximum
-(docs/decisions.md#image-score); a pixel is anomalous when its score exceeds the threshold, an image
-when its score does.
+(docs/decisions.md#image-score). Two thresholds, two meanings: a pixel is anomalous when its score
+exceeds the pixel threshold (a rule on the validation pixels, docs/decisions.md#segmentation-thresholds),
+an image when its image score exceeds the image threshold (calibrated on the validation images'
+image scores for a target false-alarm rate, docs/decisions.md#image-threshold).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ust.data.transforms import upsample_map
 from ust.detector.config import DetectorConfig, threshold_rule
 from ust.detector.files import DetectorFileError, read_detector_file, write_detector_file
 from ust.detector.images import as_images, as_items, sizes_of, zoom
-from ust.eval.thresholds import estimate_thresholds
+from ust.eval.thresholds import ImageThreshold, calibrate_image_threshold, estimate_thresholds
 from ust.method.networks import NetConfig, PatchNet
 from ust.method.scoring import ScoreStats, fuse_multiscale
 from ust.method.students import StudentTeacher, make_students
@@ -64,6 +66,11 @@ class Calibration:
             images=list(names),
         )
 
+    def image_threshold(self, false_alarm_rate: float) -> ImageThreshold:
+        """The image threshold for ``false_alarm_rate`` on the validation image scores, with what
+        it promises (:func:`ust.eval.thresholds.calibrate_image_threshold`)."""
+        return calibrate_image_threshold(self.image_scores, false_alarm_rate)
+
 
 @dataclass
 class Prediction:
@@ -72,9 +79,10 @@ class Prediction:
     Attributes:
         maps: N float32 arrays (H_i, W_i): fused anomaly maps at each image's original size.
         scores: float64 (N,): image scores, the maximum of each map.
-        masks: N bool arrays (H_i, W_i): ``map > threshold``.
-        anomalous: bool (N,): ``score > threshold``.
-        threshold: the threshold used (score units).
+        masks: N bool arrays (H_i, W_i): ``map > threshold`` (the pixel threshold).
+        anomalous: bool (N,): ``score > image_threshold``.
+        threshold: the pixel threshold used (score units).
+        image_threshold: the image threshold used (score units).
     """
 
     maps: list[np.ndarray]
@@ -82,6 +90,7 @@ class Prediction:
     masks: list[np.ndarray]
     anomalous: np.ndarray
     threshold: float
+    image_threshold: float
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -138,10 +147,33 @@ class Detector:
 
     @property
     def threshold(self) -> float:
-        """The threshold of :attr:`threshold_rule` (score units); needs a calibrated detector."""
+        """The pixel threshold of :attr:`threshold_rule` (score units); needs a calibrated
+        detector."""
         if self.calibration is None:
             raise ValueError("this detector has no thresholds: fit it (Detector.fit) first")
         return self.calibration.thresholds[self.threshold_rule]
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """The target share of good images the image threshold rejects (the configuration's)."""
+        return self.config.false_alarm_rate
+
+    @property
+    def image_calibration(self) -> ImageThreshold:
+        """The image threshold for :attr:`false_alarm_rate` and what it promises."""
+        if self.calibration is None:
+            raise ValueError("this detector has no thresholds: fit it (Detector.fit) first")
+        return self.calibration.image_threshold(self.false_alarm_rate)
+
+    @property
+    def image_threshold(self) -> float:
+        """The image threshold (score units): an image is anomalous when its score exceeds it."""
+        return self.image_calibration.threshold
+
+    def use_false_alarm_rate(self, rate: float) -> None:
+        """Decide images at another target false-alarm rate (recalibrated from the stored
+        validation image scores)."""
+        self.config = replace(self.config, false_alarm_rate=float(rate))
 
     def use_threshold(self, rule: str) -> None:
         """Decide with another stored rule (``max``, ``quantile``, ``k_sigma``/``k-sigma``)."""
@@ -182,6 +214,7 @@ class Detector:
         images: Any,
         *,
         threshold: float | None = None,
+        image_threshold: float | None = None,
         batch_size: int | None = None,
     ) -> Prediction:
         """Anomaly maps, image scores, masks and decisions for ``images``.
@@ -189,20 +222,23 @@ class Detector:
         Args:
             images: image file paths (or a folder), PIL images, (C, H, W) tensors, or a float
                 tensor (B, 3, H, W) in [0, 1]; images may differ in size.
-            threshold: score threshold; default: the stored one of :attr:`threshold_rule`.
+            threshold: pixel threshold of the masks; default: the stored one of
+                :attr:`threshold_rule`.
+            image_threshold: threshold of the image decisions; default: :attr:`image_threshold`.
             batch_size: images loaded and scored at once (default: ``inference_batch_size``).
 
         Returns:
             A :class:`Prediction`; maps are at each image's original size.
         """
         t = self.threshold if threshold is None else float(threshold)
+        ti = self.image_threshold if image_threshold is None else float(image_threshold)
         items = as_items(images)
         step = batch_size or self.config.inference_batch_size
         maps: list[np.ndarray] = []
         for start in range(0, len(items), step):
             maps += self.anomaly_maps(items[start : start + step])
         scores = np.array([float(m.max()) for m in maps], dtype=np.float64)
-        return Prediction(maps, scores, [m > t for m in maps], scores > t, t)
+        return Prediction(maps, scores, [m > t for m in maps], scores > ti, t, ti)
 
     # ---------------------------------------------------------------------------------- fitting
     @classmethod
@@ -215,12 +251,19 @@ class Detector:
         work_dir: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        val_images: Any = None,
     ) -> Detector:
         """Fit on anomaly-free images; see :func:`ust.detector.fit.fit_detector`."""
         from ust.detector.fit import fit_detector
 
         return fit_detector(
-            good_images, teachers, config, work_dir=work_dir, device=device, progress=progress
+            good_images,
+            teachers,
+            config,
+            work_dir=work_dir,
+            device=device,
+            progress=progress,
+            val_images=val_images,
         )
 
     # ------------------------------------------------------------------------------------ files

@@ -123,7 +123,7 @@ def plot_score_histogram(
     bins = np.histogram_bin_edges(np.append(values, threshold), bins=20)
     ax.hist(validation_scores, bins=bins, alpha=0.6, label=labels[0])
     ax.hist(scores, bins=bins, alpha=0.6, label=labels[1])
-    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"image threshold {threshold:.3g}")
     ax.set_xlabel("image score (maximum of the anomaly map)")
     ax.set_ylabel("images")
     ax.legend()
@@ -141,8 +141,8 @@ def plot_prediction_overlays(detector: Any, summary: Any, *, max_images: int = 8
             f"{r['name']}: {r['score']:.3g}" + (" (anomalous)" if r["anomalous"] else "")
             for r in rows
         ],
-        detector.display_range(summary.threshold),
-        summary.threshold,
+        detector.display_range(summary.pixel_threshold),
+        summary.pixel_threshold,
     )
 
 
