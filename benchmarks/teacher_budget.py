@@ -2,7 +2,7 @@
 
 For every photo pool (``embedded``: the bundled photographs, 15 for training and 3 held out; or a
 folder, e.g. Debian's ``mate-backgrounds`` nature photographs or the pipeline's ``data/photo_pool``,
-built by ``UST_PARAMS=profiles/default.yaml python -m ust.experiments.photo_pool``) one
+built by ``UST_PARAMS=profiles/default.yaml python -m ust.stages.photo_pool``) one
 self-supervised (λ_m = λ_c = 1) teacher is pretrained with the pipeline's recipe and checkpointed at
 every budget of ``--budgets`` (the run resumes, so budgets 200 and 1000 cost 1000 steps in all;
 budget 0 is the random initialisation). At each budget:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,52 @@ def notebook_code(path: Path) -> list[str]:
 def covered(path: Path, deps: list[str]) -> bool:
     rel = path.relative_to(ROOT).as_posix()
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def minimal_deps(files: set[Path]) -> list[str]:
+    """The code deps a stage importing ``files`` should list: a whole package folder when every
+    module file below it is imported, else the files one by one (sorted)."""
+    rel = {f.relative_to(ROOT).as_posix() for f in files}
+    deps: set[str] = set()
+    for folder in sorted({Path(r).parent.as_posix() for r in rel if r.count("/") >= 2}):
+        below = {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*.py")}
+        if below <= rel:
+            deps.add(folder)
+    return sorted(deps | {r for r in rel if not any(r.startswith(d + "/") for d in deps)})
+
+
+def stage_sources(body: dict) -> list[str]:
+    """The Python code a stage runs: its notebook's code cells, or ``import <module>`` of
+    ``python -m <module>``."""
+    notebooks = re.findall(r"build/notebooks/(\S+\.ipynb)", body["cmd"])
+    if notebooks:
+        return notebook_code(ROOT / "notebooks" / notebooks[0])
+    return ["import " + re.search(r"python -m (\S+)", body["cmd"]).group(1)]
+
+
+def write_deps() -> None:
+    """Rewrite the ``ust/...`` code deps of every stage of dvc.yaml to :func:`minimal_deps` of its
+    import closure (comments and the other deps stay): ``python tests/dvc_closure.py``."""
+    text = (ROOT / "dvc.yaml").read_text()
+    stages = yaml.safe_load(text)["stages"]
+    lines, out, current, i = text.splitlines(keepends=True), [], None, 0
+    while i < len(lines):
+        name = re.match(r"^  ([a-z_]+):", lines[i])
+        if name and name.group(1) in stages:
+            current = name.group(1)
+        dep = re.match(r"^(\s+)- ust/", lines[i])
+        if dep and current:
+            j = i
+            while j < len(lines) and re.match(r"^\s+- ust/", lines[j]):
+                j += 1
+            body = stages[current].get("do", stages[current])
+            out += [f"{dep.group(1)}- {d}\n" for d in minimal_deps(closure(stage_sources(body)))]
+            i = j
+            continue
+        out.append(lines[i])
+        i += 1
+    (ROOT / "dvc.yaml").write_text("".join(out))
+
+
+if __name__ == "__main__":
+    write_deps()

@@ -295,7 +295,7 @@ def test_a_raw_mapping_validates_like_a_file(smoke):
 # ------------------------------------------------------------------------------- stage glue
 def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
     from ust.experiments.mvtec_single import MVTecRunSettings
-    from ust.stages import mvtec, oneclass, teacher
+    from ust.stages import mvtec, mvtec_multiscale, oneclass, teacher
     from ust.train.fit import FitSettings
     from ust.train.students import StudentTrainingConfig
 
@@ -327,10 +327,10 @@ def test_stage_glue_uses_the_typed_sections(tmp_path, smoke, monkeypatch):
     )
     base = load_config().mvtec_baselines
     assert base.p == 33
-    feature = mvtec.feature_baseline_settings(base, train)
+    feature = mvtec_multiscale.feature_baseline_settings(base, train)
     assert (feature.n_1nn, feature.n_fit, feature.seed) == (base.n_1nn, base.n_fit, 4)
     assert feature.methods == tuple(smoke["mvtec_baselines"]["methods"])
-    ssim = mvtec.ssim_ae_settings(base, train, progress=False)
+    ssim = mvtec_multiscale.ssim_ae_settings(base, train, progress=False)
     assert ssim.autoencoder.epochs == base.ssim_ae_epochs and ssim.stride == base.ssim_ae_stride
     one = load_config().oneclass_train
     assert oneclass.student_settings(one, students=7).students == 7

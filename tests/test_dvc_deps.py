@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from dvc_closure import ROOT, closure, covered, notebook_code
+from dvc_closure import ROOT, closure, covered, minimal_deps, notebook_code, stage_sources
 
 from ust.report.readme_sync import BUDGET_KEYS
 
@@ -35,12 +35,7 @@ def _body(name: str) -> dict:
 
 
 def _code_sources(name: str) -> list[str]:
-    body = _body(name)
-    notebooks = re.findall(r"build/notebooks/(\S+\.ipynb)", body["cmd"])
-    if notebooks:
-        return notebook_code(ROOT / "notebooks" / notebooks[0])
-    module = re.search(r"python -m (\S+)", body["cmd"]).group(1)
-    return [f"import {module}"]
+    return stage_sources(_body(name))
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -50,6 +45,17 @@ def test_code_deps_cover_the_import_closure(name):
     assert files, f"stage {name}: no module of ust found in its code"
     missing = sorted(str(f.relative_to(ROOT)) for f in files if not covered(f, deps))
     assert not missing, f"stage {name} imports {missing} but does not list them in its deps"
+    # and nothing more: editing a module re-runs only the stages that can import it
+    assert deps == minimal_deps(files), (
+        f"stage {name}: code deps differ from its import closure; run `python tests/dvc_closure.py`"
+    )
+
+
+def test_editing_a_baseline_reruns_only_the_stages_that_import_it():
+    ssim_ae = ROOT / "ust/baselines/ssim_ae.py"
+    importers = {n for n in STAGES if covered(ssim_ae, _body(n)["deps"])}
+    assert "mvtec" not in importers and "teacher" not in importers
+    assert "mvtec_multiscale" in importers
 
 
 def test_closure_follows_lazy_imports():

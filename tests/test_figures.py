@@ -5,7 +5,6 @@ figures/oneclass_auc.png and figures/mvtec_au_pro.png only when their results ex
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -190,11 +189,11 @@ def test_figure4_bottom_panel_is_the_score_distribution():
         stress=0.0,
         scores=scores,
         labels=labels,
+        class_names=np.array([str(i) for i in range(n)]),
+        dataset="mnist",
+        normal_class_name="0",
     )
-    data = SimpleNamespace(
-        name="mnist", normal_class=0, normal_class_name="0", class_names=[str(i) for i in range(n)]
-    )
-    fig = _draw(d, data, bins=10)
+    fig = _draw(d, bins=10)
     assert len(fig.axes) == 2
     hist = fig.axes[1]
     assert _bar_sums(hist) == [10.0, 20.0]

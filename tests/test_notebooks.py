@@ -188,9 +188,7 @@ def _smoke_metrics(repo: Path) -> dict:
     runs += sorted(repo.glob("results/mvtec_multiscale/*/metrics.json"))
     out = {}
     for f in runs:
-        out[f.parent.relative_to(repo).as_posix()] = {
-            k: json.loads(f.read_text())[k] for k in keys
-        }
+        out[f.parent.relative_to(repo).as_posix()] = {k: json.loads(f.read_text())[k] for k in keys}
     for f in sorted(repo.glob("results/mvtec_multiscale/*/baselines.json")):
         for name, m in json.loads(f.read_text()).items():
             out[f"{f.parent.relative_to(repo).as_posix()}/{name}"] = {k: m[k] for k in keys}
@@ -319,7 +317,7 @@ def _check_executed_notebooks(sh, repo: Path) -> None:
         assert_shows_results(nbformat.read(path, as_version=4), path.name)
     assert not list((repo / "results").rglob("substitutes"))
     assert (repo / "results/oneclass/mnist-0/scores.npz").exists()
-    html = sh(sys.executable, "-m", "ust.report.html", "results/notebooks", "results/html")
+    html = sh(sys.executable, "-m", "ust.stages.html", "results/notebooks", "results/html")
     assert html.returncode == 0, html.stderr
     assert sorted(p.stem for p in (repo / "results/html").glob("*.html")) == [
         p.stem for p in executed
@@ -342,7 +340,7 @@ EDITED_MODULE_STAGES = {
     "ust/experiments/oneclass.py": ("oneclass@", "mds", "report", "own_images"),
     "ust/experiments/mvtec_single.py": ("mvtec@", "mvtec_multiscale@", "report", "own_images"),
     "ust/report/tables_mvtec.py": ("mvtec_multiscale@", "report"),
-    "ust/experiments/preflight.py": ("preflight", "own_images"),
+    "ust/stages/preflight.py": ("preflight", "own_images"),
 }
 
 

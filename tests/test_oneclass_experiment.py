@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from ust.baselines.igd import IGDConfig, IGDLocalSettings
 from ust.data.oneclass import load_oneclass, zoom_to_patch
+from ust.experiments.mds import embed_jointly, ensemble_vectors, mds_embedding, save_embedding
 from ust.experiments.oneclass import (
     FEATURE_BASELINES,
     OneClassBaselineSettings,
@@ -36,7 +37,7 @@ from ust.experiments.oneclass import (
     write_class_result,
 )
 from ust.method.networks import patch_net
-from ust.report.figures_oneclass import embed_jointly, ensemble_vectors, mds_figure
+from ust.report.figures_oneclass import MDSFigureData, draw_mds
 from ust.train.students import StudentTrainingConfig
 
 N_TRAIN_PER_CLASS = 40
@@ -298,17 +299,19 @@ def test_mds_figure(run, data, teacher, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
-        fig, d = mds_figure(
+        arrays = mds_embedding(
             teacher,
             run["model"],
             data,
             normal_class=0,
-            path=path,
             seed=0,
             stats=run["score_stats"],
             scores=run["scores"],
         )
+        d = MDSFigureData.load(save_embedding(arrays, tmp_path / "embedding.npz"))
+        fig = draw_mds(d, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert d.dataset == data.name and list(d.class_names) == [str(c) for c in data.class_names]
     assert d.embedding.shape == (20, 2) and np.isfinite(d.embedding).all()
     assert d.teacher_xy.shape == d.student_xy.shape == (10, 2)
     np.testing.assert_array_equal(d.classes, np.arange(10))
@@ -323,9 +326,9 @@ def test_mds_figure(run, data, teacher, tmp_path):
     assert np.argmin(d.e) == 0 and np.argmin(seg) == 0
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="normal_class"):
-        mds_figure(None, run["model"], data, normal_class=3)
+        mds_embedding(None, run["model"], data, normal_class=3)
     with pytest.raises(ValueError, match="differs"):
-        mds_figure(patch_net(33, d=16), run["model"], data)
+        mds_embedding(patch_net(33, d=16), run["model"], data)
 
 
 def test_ensemble_vectors_and_joint_embedding(run, data):

@@ -15,11 +15,11 @@ from PIL import Image
 from ust.data import photo_pool as pool_module
 from ust.data.patches import EXCLUDED_SKIMAGE_IMAGES, HELDOUT_IMAGES, ImageSource
 from ust.data.photo_pool import PHOTO_PACKAGES, PhotoPackage, build_photo_pool
-from ust.experiments import photo_pool as stage
-from ust.experiments import preflight
 from ust.experiments.config import PHOTO_POOL, PipelineConfig
 from ust.experiments.params import load_params
 from ust.paths import ROOT
+from ust.stages import photo_pool as stage
+from ust.stages import preflight
 
 SIZES = {"wide.jpg": (2000, 1000), "tall.png": (300, 1500), "small.jpg": (200, 120)}
 

@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from ust.baselines.igd import IGDEncoder
-from ust.experiments import preflight
 from ust.experiments.params import load_params
 from ust.method.distillation import RESNET18_FILENAME, load_resnet18
 from ust.paths import ROOT
@@ -25,6 +24,7 @@ from ust.report.readme_sync import (
     stage_durations,
     timings_table,
 )
+from ust.stages import preflight
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_the_paper_profile_never_pretrains_on_the_bundled_photographs(smoke):
 
 
 def test_preflight_of_the_paper_profile_stops_without_imagenet(paper, tmp_path):
-    """Acceptance: `UST_PARAMS=profiles/paper.yaml python -m ust.experiments.preflight x.ok`
+    """Acceptance: `UST_PARAMS=profiles/paper.yaml python -m ust.stages.preflight x.ok`
     without an ImageNet folder stops, naming `teacher.images` and the folder it expected (the other
     inputs point into tmp_path so that nothing is downloaded)."""
     params = copy.deepcopy(paper)
@@ -209,7 +209,7 @@ def test_preflight_of_the_paper_profile_stops_without_imagenet(paper, tmp_path):
     env = {**os.environ, "UST_PARAMS": str(path), "TORCH_HOME": str(tmp_path / "th")}
     marker = tmp_path / "x.ok"
     proc = subprocess.run(
-        [sys.executable, "-m", "ust.experiments.preflight", str(marker)],
+        [sys.executable, "-m", "ust.stages.preflight", str(marker)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -278,7 +278,7 @@ def test_preflight_module_exits_non_zero_on_a_misspelt_key(smoke, tmp_path):
     bad.write_text(yaml.safe_dump(params))
     env = {**os.environ, "UST_PARAMS": str(bad)}
     proc = subprocess.run(
-        [sys.executable, "-m", "ust.experiments.preflight", str(tmp_path / "ok")],
+        [sys.executable, "-m", "ust.stages.preflight", str(tmp_path / "ok")],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -22,7 +22,6 @@ from ust.data.mvtec import anomaly_map_path, save_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
 from ust.experiments.params import load_params
 from ust.paths import ROOT
-from ust.report.html import render_notebooks
 from ust.report.published import (
     IGD_TABLE1,
     MULTISCALE,
@@ -39,6 +38,7 @@ from ust.report.views import multiscale as multiscale_view
 from ust.report.views import mvtec as mvtec_view
 from ust.report.views import oneclass as oneclass_view
 from ust.report.views import teacher as teacher_view
+from ust.stages.html import render_notebooks
 from ust.stages.oneclass import write_scores
 
 

@@ -116,7 +116,6 @@ def _run_mvtec(args: argparse.Namespace) -> int:
         m = run_single_scale(
             args.data_root,
             args.category,
-            p,
             teacher,
             dirs[p],
             settings,

@@ -1,4 +1,4 @@
-"""Fitting a :class:`~ust.detector.Detector` on anomaly-free images (paper §3.2 and §4.2).
+"""The steps of :meth:`ust.detector.Detector.fit` on anomaly-free images (paper §3.2 and §4.2).
 
 Steps: hold out a seeded validation split of the good images (docs/decisions.md#validation-split),
 zoom every image to ``image_size``², then fit each scale p with
@@ -21,11 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ust.data.mvtec import split_train_val
-from ust.data.transforms import upsample_map
 from ust.detector.config import DetectorConfig
 from ust.detector.images import as_image, as_items, sizes_of, zoom
-from ust.detector.model import Calibration, Detector
 from ust.method.networks import PatchNet
+from ust.method.students import StudentTeacher
 from ust.method.teacher import find_teacher, resolve_teacher
 from ust.train.fit import FitData, fit_student_teacher
 
@@ -104,43 +103,26 @@ def load_fit_data(
     return FitData(train, val, train_names, val_names, val_sizes)
 
 
-def fit_detector(
+def fit_scales(
     good_images: Any,
     teachers: Any,
-    config: DetectorConfig = DetectorConfig(),
+    config: DetectorConfig,
     *,
     work_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     val_images: Any = None,
-) -> Detector:
-    """Fit a fused detector on anomaly-free images (see the module docstring for the protocol).
-
-    Args:
-        good_images: a folder (searched recursively), file paths, PIL images, or a float tensor
-            (N, 3, H, W) in [0, 1]; at least 2 images, of any sizes. No anomalies among them.
-        teachers: see :func:`resolve_teachers` (mapping p → teacher, folder, or one teacher).
-        config: see :class:`DetectorConfig`.
-        work_dir: folder for per-scale checkpoints (resumable); ``None``: nothing is written.
-        device: torch device for training and scoring.
-        progress: tqdm progress bars.
-        val_images: anomaly-free images that calibrate the scores and thresholds instead of a
-            held-out share of ``good_images`` (more of them support a lower false-alarm rate,
-            docs/decisions.md#image-threshold).
-
-    Returns:
-        The calibrated :class:`Detector` (on ``device``).
-    """
+) -> tuple[dict[int, StudentTeacher], FitData]:
+    """The calibrated scale of every p of ``config`` (:func:`ust.train.fit.fit_student_teacher`)
+    and the data they were fitted on (the validation part calibrates the detector's thresholds).
+    Arguments as :meth:`ust.detector.Detector.fit`."""
     device = torch.device(device)
     teacher_nets = resolve_teachers(teachers, config.patch_sizes, device)
     data = load_fit_data(good_images, config, progress, val_images)
     models = {}
     for p in config.patch_sizes:
         work = Path(work_dir) / f"p{p}" if work_dir is not None else None
-        fitted = fit_student_teacher(teacher_nets[p], data, config, work, progress=progress)
-        models[p] = fitted.model
-    detector = Detector(models, config)
-    fused = detector.network_maps(data.val)
-    val_maps = [upsample_map(m, size) for m, size in zip(fused, data.val_sizes)]
-    detector.calibration = Calibration.from_maps(val_maps, [Path(n).name for n in data.val_names])
-    return detector
+        models[p] = fit_student_teacher(
+            teacher_nets[p], data, config, work, progress=progress
+        ).model
+    return models, data

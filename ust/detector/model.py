@@ -28,6 +28,7 @@ import torch
 from ust.data.transforms import upsample_map
 from ust.detector.config import DetectorConfig, threshold_rule
 from ust.detector.files import DetectorFileError, read_detector_file, write_detector_file
+from ust.detector.fit import fit_scales
 from ust.detector.images import as_images, as_items, sizes_of, zoom
 from ust.eval.thresholds import ImageThreshold, calibrate_image_threshold, estimate_thresholds
 from ust.method.networks import NetConfig, PatchNet
@@ -253,10 +254,25 @@ class Detector:
         progress: bool = True,
         val_images: Any = None,
     ) -> Detector:
-        """Fit on anomaly-free images; see :func:`ust.detector.fit.fit_detector`."""
-        from ust.detector.fit import fit_detector
+        """Fit a fused detector on anomaly-free images (see :mod:`ust.detector.fit` for the steps).
 
-        return fit_detector(
+        Args:
+            good_images: a folder (searched recursively), file paths, PIL images, or a float tensor
+                (N, 3, H, W) in [0, 1]; at least 2 images, of any sizes. No anomalies among them.
+            teachers: see :func:`ust.detector.fit.resolve_teachers` (mapping p → teacher, folder,
+                or one teacher).
+            config: see :class:`DetectorConfig`.
+            work_dir: folder for per-scale checkpoints (resumable); ``None``: nothing is written.
+            device: torch device for training and scoring.
+            progress: tqdm progress bars.
+            val_images: anomaly-free images that calibrate the scores and thresholds instead of a
+                held-out share of ``good_images`` (more of them support a lower false-alarm rate,
+                docs/decisions.md#image-threshold).
+
+        Returns:
+            The calibrated detector (on ``device``).
+        """
+        models, data = fit_scales(
             good_images,
             teachers,
             config,
@@ -265,6 +281,12 @@ class Detector:
             progress=progress,
             val_images=val_images,
         )
+        detector = cls(models, config)
+        fused = detector.network_maps(data.val)
+        val_maps = [upsample_map(m, size) for m, size in zip(fused, data.val_sizes)]
+        names = [Path(n).name for n in data.val_names]
+        detector.calibration = Calibration.from_maps(val_maps, names)
+        return detector
 
     # ------------------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:

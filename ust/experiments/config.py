@@ -22,7 +22,7 @@ The ``teacher`` section is the :class:`ust.method.teacher.TeacherConfig` of ever
 (built by its ``from_dict``); ``patch_size`` and the loss weights come from the stage
 (``teachers.<name>.p`` and ``losses``) and are therefore refused in the section.
 
-``python -m ust.experiments.preflight`` calls :func:`load_config` before anything else, so a
+``python -m ust.stages.preflight`` calls :func:`load_config` before anything else, so a
 misspelt key stops ``dvc repro`` before the first computation.
 """
 

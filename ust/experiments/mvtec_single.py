@@ -108,7 +108,6 @@ def fit_data(train: Sequence[Sample], val: Sequence[Sample], size: int, progress
 def run_single_scale(
     data_root: str | os.PathLike,
     category: str,
-    p: int,
     teacher: PatchNet | str | os.PathLike,
     out_dir: str | os.PathLike,
     settings: MVTecRunSettings = MVTecRunSettings(),
@@ -117,7 +116,8 @@ def run_single_scale(
     progress: bool = True,
     on_epoch: Callable[[int, list[float]], None] | None = None,
 ) -> dict:
-    """Train and evaluate one student-teacher ensemble of receptive field ``p`` on one category.
+    """Train and evaluate one student-teacher ensemble on one category, at the teacher's receptive
+    field p.
 
     Protocol (``docs/decisions.md``): ``train/good`` is split into a seeded 90 % training and 10 %
     validation part; images are zoomed to ``settings.fit.image_size``²; the scale is fitted and
@@ -129,8 +129,8 @@ def run_single_scale(
     Args:
         data_root: folder holding ``<category>/train``, ``test`` and ``ground_truth``.
         category: category folder name.
-        p: receptive field (17, 33 or 65); must match the teacher.
-        teacher: a :class:`PatchNet` (copied, never modified) or a teacher file from ``pretrain``.
+        teacher: a :class:`PatchNet` (copied, never modified) or a teacher file from ``pretrain``;
+            its receptive field is the run's p.
         out_dir: output folder (created only after the layout has been validated).
         settings: see :class:`MVTecRunSettings`.
         device: torch device for training and scoring.
@@ -145,15 +145,13 @@ def run_single_scale(
 
     Raises:
         MVTecLayoutError: bad folder tree (nothing is written).
-        ValueError: ``p`` differs from the teacher's, or ``out_dir`` holds a run with another
-            configuration (delete it to start afresh).
+        ValueError: ``out_dir`` holds a run with another configuration (delete it to start afresh).
     """
     device = torch.device(device)
     fit = settings.fit
     index = validate_category(data_root, category)
     teacher_net = resolve_teacher(teacher, device)
-    if teacher_net.config.p != p:
-        raise ValueError(f"p={p} but the teacher has receptive field p={teacher_net.config.p}")
+    p = teacher_net.config.p
     train, val = index.train_validation(fit.val_fraction, fit.seed)
     data = fit_data(train, val, fit.image_size, progress)
     out = Path(out_dir)

@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -373,3 +374,27 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     net = PatchNet(NetConfig(**blob["net_config"]))
     net.load_state_dict(blob["state_dict"])
     return net.to(device).eval()
+
+
+@torch.no_grad()
+def nearest_neighbours(
+    net: PatchNet, patches: torch.Tensor, queries: int = 6, k: int = 5, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Each of ``queries`` seeded query patches and its k nearest other patches in descriptor space.
+
+    ``patches`` (N, 3, p, p) in [0, 1]. Returns ``query`` (Q, p, p, 3), ``neighbours``
+    (Q, k, p, p, 3) (channels last, for drawing) and ``distances`` (Q, k) (ℓ2 in descriptor units).
+    """
+    net.eval()
+    desc = torch.cat([net(imagenet_normalize(b)) for b in patches.split(256)])
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randperm(len(patches), generator=g)[:queries]
+    dist = torch.cdist(desc[q], desc)
+    dist[torch.arange(len(q)), q] = float("inf")  # a patch is not its own neighbour
+    d, idx = dist.topk(k, largest=False)
+    pixels = patches.permute(0, 2, 3, 1)
+    return {
+        "query": pixels[q].numpy(),
+        "neighbours": pixels[idx].numpy(),
+        "distances": d.numpy(),
+    }

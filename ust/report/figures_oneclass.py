@@ -1,4 +1,5 @@
-"""Figure 4 of the paper (``docs/decisions.md#mds-figure``): MDS embedding of teacher targets and
+"""Figure 4 of the paper (``docs/decisions.md#mds-figure``), drawn from the embedding the ``mds``
+stage computed (:mod:`ust.experiments.mds`): MDS embedding of teacher targets and
 student means, above the distributions of the anomaly scores of normal vs anomalous test samples
 (:func:`score_distributions`, seaborn; usable on its own, e.g. for MVTec image scores).
 
@@ -27,27 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
-from sklearn.manifold import MDS
 
-from ust.data.oneclass import OneClassData, zoom_to_patch
 from ust.io import atomic_savefig
-from ust.method.networks import PatchNet
-from ust.method.scoring import ScoreStats
-from ust.method.students import StudentTeacher, anomaly_scores, fit_validation_stats
 from ust.paths import resolve
 
-__all__ = [
-    "MDSFigureData",
-    "embed_jointly",
-    "ensemble_vectors",
-    "mds_figure",
-    "pick_one_per_class",
-    "score_distributions",
-]
+__all__ = ["MDSFigureData", "draw_mds", "score_distributions"]
 
 NORMAL_COLOR = "tab:green"
 ANOMALY_COLOR = "tab:red"
@@ -67,6 +55,8 @@ class MDSFigureData:
         radii: (n,) circle radii = radius_scale · √v (embedding units).
         stress: final MDS stress (sklearn's raw stress).
         scores: (N_test,) ẽ + ṽ of the whole test set; ``labels`` (N_test,) 1 = anomalous.
+        class_names: (n,) names of the embedded images' classes; ``dataset`` and
+            ``normal_class_name`` title the figure.
     """
 
     indices: np.ndarray
@@ -79,6 +69,21 @@ class MDSFigureData:
     stress: float
     scores: np.ndarray
     labels: np.ndarray
+    class_names: np.ndarray
+    dataset: str = ""
+    normal_class_name: str = ""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MDSFigureData:
+        """Read the ``embedding.npz`` of the ``mds`` stage
+        (:func:`ust.experiments.mds.save_embedding`; one array per field)."""
+        with np.load(resolve(path)) as z:
+            values = {f: z[f] for f in z.files}
+        for key in ("stress",):
+            values[key] = float(values[key])
+        for key in ("dataset", "normal_class_name"):
+            values[key] = str(values[key])
+        return cls(**values)
 
     @property
     def teacher_xy(self) -> np.ndarray:
@@ -89,131 +94,18 @@ class MDSFigureData:
         return self.embedding[len(self.indices) :]
 
 
-def ensemble_vectors(model: StudentTeacher, images: torch.Tensor) -> dict[str, np.ndarray]:
-    """Descriptor-level quantities of a trained vector-mode ensemble for a few images.
-
-    Args:
-        model: :class:`StudentTeacher` with ``dense=False`` and fitted μ, σ.
-        images: (n, 1|3, H, W) in [0, 1], zoomed to p × p here.
-
-    Returns:
-        ``targets`` (n, d) normalised teacher descriptors (y^T − μ)/σ, ``predictions`` (M, n, d),
-        ``mean`` (n, d) ensemble mean, ``e`` (n,) ‖mean − target‖², ``v`` (n,) predictive variance
-        (all float64; e and v equal :meth:`StudentTeacher.raw_scores` up to float32 rounding).
-    """
-    if model.dense:
-        raise ValueError("ensemble_vectors expects a vector-mode StudentTeacher (dense=False)")
-    device = model.target_mean.device
-    model.eval()
-    x = zoom_to_patch(images, model.p).to(device)
-    with torch.no_grad():
-        targets = model.targets(x)[..., 0, 0].double().cpu().numpy()
-        preds = model.predictions(x)[..., 0, 0].double().cpu().numpy()
-    mean = preds.mean(0)
-    e = ((mean - targets) ** 2).sum(1)
-    v = ((preds - mean) ** 2).sum(2).mean(0)
-    return {"targets": targets, "predictions": preds, "mean": mean, "e": e, "v": v}
-
-
-def embed_jointly(
-    targets: np.ndarray, means: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, float]:
-    """Metric MDS of the stacked (n, d) targets and (n, d) means → ((2n, 2) coordinates, stress)."""
-    points = np.concatenate([targets, means]).astype(np.float64)
-    mds = MDS(
-        n_components=2,
-        metric_mds=True,
-        metric="euclidean",
-        init="classical_mds",
-        random_state=seed,
-    )
-    coords = mds.fit_transform(points)
-    return coords, float(mds.stress_)
-
-
-def pick_one_per_class(classes: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
-    """One seeded random index per class present in ``classes`` (N,), in class order → (n_classes,)."""
-    classes = np.asarray(classes)
-    rng = np.random.default_rng(seed)
-    return np.array([rng.choice(np.flatnonzero(classes == c)) for c in np.unique(classes)])
-
-
-def mds_figure(
-    teacher: PatchNet | None,
-    students_model: StudentTeacher,
-    data: OneClassData,
-    normal_class: int | None = None,
-    path: str | os.PathLike | None = None,
-    seed: int = 0,
-    *,
-    stats: ScoreStats | None = None,
-    scores: np.ndarray | None = None,
-    radius_scale: float = 1.0,
-    bins: int = 50,
-    dpi: int = 150,
-) -> tuple[Figure, MDSFigureData]:
-    """Draw Figure 4 for a trained vector-mode ensemble; optionally save it (PNG/PDF by suffix).
-
-    Args:
-        teacher: the teacher the ensemble was trained against, or ``None`` to use
-            ``students_model.teacher``; if given, its weights must equal the model's teacher's.
-        students_model: trained :class:`StudentTeacher` (``dense=False``) with μ, σ fitted.
-        data: the one-class task (the paper: MNIST, normal class 0).
-        normal_class: must equal ``data.normal_class`` if given (colours follow the data).
-        path: where to save the figure (atomic write; relative to the repository root), or ``None``.
-        seed: picks the ten test images (one per class) and seeds MDS.
-        stats: validation e/v statistics; fitted on ``data.val`` when ``None``.
-        scores: (N_test,) ẽ + ṽ of ``data.test`` if already computed (e.g. ``run_students()["scores"]``).
-        radius_scale: circle radius = radius_scale · √v.
-
-    Returns:
-        (matplotlib Figure, :class:`MDSFigureData`).
-    """
-    if normal_class is not None and int(normal_class) != data.normal_class:
-        raise ValueError(
-            f"normal_class={normal_class} but the data were loaded for class {data.normal_class}"
-        )
-    if teacher is not None:
-        mine = students_model.teacher.state_dict()
-        theirs = {k: v for k, v in teacher.state_dict().items() if not k.startswith("decoder.")}
-        same = mine.keys() == theirs.keys() and all(
-            torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine
-        )
-        if not same:
-            raise ValueError("`teacher` differs from the teacher inside `students_model`")
-    if stats is None:
-        stats = fit_validation_stats(students_model, zoom_to_patch(data.val, students_model.p))
-    labels = data.test_labels.numpy()
-    if scores is None:
-        test = zoom_to_patch(data.test, students_model.p)
-        scores = anomaly_scores(students_model, test, stats, batch_size=256).reshape(-1).numpy()
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != len(labels):
-        raise ValueError(f"{len(scores)} scores for {len(labels)} test images")
-
-    idx = pick_one_per_class(data.test_classes.numpy(), seed)
-    vec = ensemble_vectors(students_model, data.test[torch.from_numpy(idx)])
-    coords, stress = embed_jointly(vec["targets"], vec["mean"], seed)
-    classes = data.test_classes.numpy()[idx]
-    result = MDSFigureData(
-        indices=idx,
-        classes=classes,
-        is_normal=classes == data.normal_class,
-        embedding=coords,
-        e=vec["e"],
-        v=vec["v"],
-        radii=radius_scale * np.sqrt(np.maximum(vec["v"], 0.0)),
-        stress=stress,
-        scores=scores,
-        labels=labels,
-    )
-    fig = _draw(result, data, bins)
+def draw_mds(
+    d: MDSFigureData, path: str | os.PathLike | None = None, *, bins: int = 50, dpi: int = 150
+):
+    """Figure 4 from the embedding the ``mds`` stage wrote (:meth:`MDSFigureData.load`); optionally
+    saved (PNG/PDF by suffix, atomic, relative to the repository root). Returns the Figure."""
+    fig = _draw(d, bins)
     if path is not None:
         atomic_savefig(fig, resolve(path), dpi=dpi, bbox_inches="tight")
-    return fig, result
+    return fig
 
 
-def _draw(d: MDSFigureData, data: OneClassData, bins: int) -> Figure:
+def _draw(d: MDSFigureData, bins: int) -> Figure:
     fig = Figure(figsize=(6.0, 7.5), layout="constrained")
     ax, hist = fig.subplots(2, 1, height_ratios=[3, 1])
     for k in range(len(d.indices)):
@@ -224,7 +116,7 @@ def _draw(d: MDSFigureData, data: OneClassData, bins: int) -> Figure:
         ax.scatter([sx], [sy], marker="o", color=color, s=25, zorder=3)
         ax.add_patch(Circle((sx, sy), d.radii[k], fill=False, ec=color, lw=1.0, zorder=2))
         ax.annotate(
-            data.class_names[d.classes[k]],
+            str(d.class_names[k]),
             (tx, ty),
             textcoords="offset points",
             xytext=(4, 4),
@@ -239,7 +131,7 @@ def _draw(d: MDSFigureData, data: OneClassData, bins: int) -> Figure:
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_aspect("equal")
     ax.set_title(
-        f"{data.name}: normal class {data.normal_class_name!r}; × teacher target, "
+        f"{d.dataset}: normal class {d.normal_class_name!r}; × teacher target, "
         "● student mean, circle ∝ √v",
         fontsize=9,
     )

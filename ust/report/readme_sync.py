@@ -426,11 +426,10 @@ def mvtec_figures(
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
     from ust.experiments.outputs import single_scale_run_dir
     from ust.report.figures_mvtec import plot_figure1, plot_receptive_fields
-    from ust.report.tables_mvtec import multiscale_run, patch_sizes
-    from ust.stages.mvtec import mvtec_root
+    from ust.report.tables_mvtec import multiscale_run, mvtec_data_root, patch_sizes
 
     params = load_params()
-    root = mvtec_root()
+    root = mvtec_data_root()
     scales = patch_sizes(params["mvtec"]["patch_sizes"])
     images, masks, titles = [], [], []
     maps: dict = {p: [] for p in scales} | {"multiscale": []}

@@ -67,6 +67,20 @@ def patch_sizes(scales: Iterable[int] | None = None) -> list[int]:
     return sorted({int(p) for p in scales})
 
 
+def mvtec_data_root() -> Path:
+    """The MVTec-layout data the runs read (``mvtec_data.root`` of the active parameters); the
+    report reads it and never builds it (``dvc repro mvtec_data`` does)."""
+    from ust.experiments.params import section
+
+    root = resolve(section("mvtec_data")["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root} does not exist: the report reads the MVTec-layout data the stages used; "
+            "run `dvc repro mvtec_data` (offline texture set) or set mvtec_data.root"
+        )
+    return root
+
+
 def baseline_teacher_p() -> int:
     """Receptive field of the teacher whose descriptors the Table 2 baselines use:
     ``mvtec_baselines.p`` of the active parameters."""
@@ -207,12 +221,10 @@ def draw_category_figures(
     ``data_root``: the MVTec-layout data the runs used (default: ``mvtec_data`` of the active
     parameters). Returns ``{"figure1", "figure5", "pro_curves"}`` → :class:`Figure`.
     """
-    if data_root is None:
-        from ust.stages.mvtec import mvtec_root
-
-        data_root = mvtec_root()
     out = resolve(out_dir)
-    index = validate_category(resolve(data_root), category)
+    index = validate_category(
+        mvtec_data_root() if data_root is None else resolve(data_root), category
+    )
     samples = [s for s in index.test if s.is_anomalous][:examples]
     images = [load_image(s.path).permute(1, 2, 0).numpy() for s in samples]
     masks = [load_mask(s.mask_path, s.size).numpy() for s in samples]

@@ -1,4 +1,4 @@
-"""Stage `mds` (notebook 40): the students and the drawing of Figure 4."""
+"""Stage `mds` (notebook 40): the students of Figure 4 and the embedding the report draws."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import os
 
 from ust.experiments.config import load_config
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
+from ust.paths import resolve
 from ust.stages import stage_teacher
 from ust.stages.oneclass import load_oneclass_task, student_settings
 from ust.train.device import resolve_device
+
+#: the file Figure 4 is drawn from (in the stage's output folder)
+EMBEDDING = "embedding.npz"
 
 
 def train_mds_students(*, progress: bool = True, out_dir: str | os.PathLike | None = None):
@@ -38,16 +42,18 @@ def train_mds_students(*, progress: bool = True, out_dir: str | os.PathLike | No
     return result["model"], data, result
 
 
-def draw_mds_figure(model, data, result: dict, path: str | os.PathLike):
-    """Draw Figure 4 from :func:`train_mds_students` output; returns (figure, embedding data)."""
-    from ust.report.figures_oneclass import mds_figure as draw
+def write_mds_embedding(model, data, result: dict, out_dir: str | os.PathLike):
+    """``<out_dir>/embedding.npz``: what Figure 4 shows (:func:`ust.experiments.mds.mds_embedding`
+    of :func:`train_mds_students` output, seeded by ``mds.seed``), for the report to draw;
+    returns the path."""
+    from ust.experiments.mds import mds_embedding, save_embedding
 
-    return draw(
+    arrays = mds_embedding(
         None,
         model,
         data,
-        path=path,
         seed=load_config().mds.seed,
         stats=result["score_stats"],
         scores=result["scores"],
     )
+    return save_embedding(arrays, resolve(out_dir) / EMBEDDING)

@@ -18,11 +18,19 @@ from matplotlib.figure import Figure
 
 from ust.io import read_json
 from ust.paths import resolve
-from ust.report.figures_oneclass import MDSFigureData, score_distributions
+from ust.report.figures_oneclass import MDSFigureData, draw_mds, score_distributions
 from ust.report.tables_oneclass import DATASET_TITLES, published_row
 from ust.report.views import comparison_table, number
 
-__all__ = ["ev_ratios", "ours_vs_paper", "paper_comparison", "score_histogram"]
+__all__ = ["ev_ratios", "figure4", "ours_vs_paper", "paper_comparison", "score_histogram"]
+
+
+def figure4(out_dir: str | os.PathLike) -> tuple[Figure, MDSFigureData]:
+    """Figure 4 drawn from ``<out_dir>/embedding.npz`` (written by the stage) and saved as
+    ``<out_dir>/figure4_mds.png``; returns (figure, the embedding it shows)."""
+    out = resolve(out_dir)
+    embedding = MDSFigureData.load(out / "embedding.npz")
+    return draw_mds(embedding, out / "figure4_mds.png"), embedding
 
 
 def score_histogram(result: dict) -> Figure:

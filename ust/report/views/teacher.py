@@ -44,17 +44,14 @@ def loss_curves(out_dir: str | os.PathLike) -> Figure:
     return fig
 
 
-def nearest_neighbours(out_dir: str | os.PathLike, config, n: int = 400) -> Figure:
-    """Six query patches of the held-out images and their five nearest neighbours in the descriptor
-    space of ``<out_dir>/teacher.pt`` (titles: ℓ2 distance), saved as
-    ``<out_dir>/nearest_neighbours.png``. ``config``: the :class:`TeacherConfig` of the run; ``n``:
-    anchors of ``n`` held-out triplets are the candidate patches."""
-    from ust.method import teacher
-
+def nearest_neighbours(out_dir: str | os.PathLike) -> Figure:
+    """Six query patches of the held-out images and their five nearest neighbours in the teacher's
+    descriptor space (titles: ℓ2 distance), from the ``<out_dir>/nearest_neighbours.npz`` the stage
+    wrote (:func:`ust.stages.teacher.write_nearest_neighbours`), saved as
+    ``<out_dir>/nearest_neighbours.png``."""
     out = resolve(out_dir)
-    net = teacher.load_teacher(out / "teacher.pt")
-    anchors = teacher.heldout_triplets(config, n=n).batch(range(n))[0]
-    fig = figures_teacher.plot_nearest_neighbours(net, anchors, out / "nearest_neighbours.png")
+    npz = out / "nearest_neighbours.npz"
+    fig = figures_teacher.plot_nearest_neighbours(npz, out / "nearest_neighbours.png")
     plt.close(fig)
     return fig
 

@@ -1,6 +1,6 @@
 """Notebook housekeeping for the DVC + papermill pipeline: output-free copies, ``parameters`` cells.
 
-``python -m ust.experiments.notebooks strip notebooks build/notebooks`` writes output-free copies that the DVC
+``python -m ust.stages.strip_notebooks strip notebooks build/notebooks`` writes output-free copies that the DVC
 stages depend on, so saving a notebook with outputs in JupyterLab does not invalidate a stage.
 """
 
@@ -45,7 +45,7 @@ def parameters_cell(path: str | os.PathLike) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.experiments.notebooks")
+    parser = argparse.ArgumentParser(prog="python -m ust.stages.strip_notebooks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("strip", help="write output-free copies of the notebooks")
     s.add_argument("src")

@@ -1,4 +1,4 @@
-"""Executed notebooks as standalone HTML pages: ``python -m ust.report.html results/notebooks
+"""Executed notebooks as standalone HTML pages: ``python -m ust.stages.html results/notebooks
 results/html`` writes one ``<name>.html`` per ``<name>.ipynb`` (nbconvert's ``lab`` template; the
 figures are embedded as data URIs, so every page is one self-contained file).
 """
@@ -41,9 +41,9 @@ def render_notebooks(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ust.report.html [SRC_DIR] [OUT_DIR] [--template lab|classic]``."""
+    """``python -m ust.stages.html [SRC_DIR] [OUT_DIR] [--template lab|classic]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ust.report.html", description="render executed notebooks to HTML"
+        prog="python -m ust.stages.html", description="render executed notebooks to HTML"
     )
     parser.add_argument("src_dir", nargs="?", default="results/notebooks")
     parser.add_argument("out_dir", nargs="?", default="results/html")

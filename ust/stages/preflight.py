@@ -1,7 +1,7 @@
 """Check, before any computation, that the active profile is well formed and that every dataset
 and weight file it needs exists.
 
-The first stage of ``dvc.yaml`` runs ``python -m ust.experiments.preflight build/preflight.ok``; every computing
+The first stage of ``dvc.yaml`` runs ``python -m ust.stages.preflight build/preflight.ok``; every computing
 stage depends on that file. The check first reads the whole parameter file with
 :func:`ust.experiments.config.load_config`: an unknown or misspelt key or section, a missing required
 key or a value of the wrong type stops ``dvc repro`` with one line that names the key, the section
@@ -190,9 +190,7 @@ def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ust.experiments.preflight", description=__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m ust.stages.preflight", description=__doc__)
     parser.add_argument("marker", help="file written when every check passes")
     args = parser.parse_args(argv)
     marker = resolve(args.marker)

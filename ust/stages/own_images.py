@@ -1,6 +1,6 @@
 """The README's "Your own images" example, produced by really running the three commands.
 
-``python -m ust.report.own_images figures/own_images`` fits a detector with ``ust fit`` on the
+``python -m ust.stages.own_images figures/own_images`` fits a detector with ``ust fit`` on the
 anomaly-free training images of the first MVTec-layout category of ``params.yaml`` (the teachers of
 the pipeline, the students' settings of ``mvtec_train``), scores that category's test images with
 ``ust predict``, exports the detector with ``ust export --format onnx --check``, and writes
@@ -92,7 +92,7 @@ def write_example(out_dir: str | Path, category: str | None = None) -> Path:
         text = (
             f"Run on the `{category}` category of the pipeline's MVTec-layout set with the "
             "pipeline's teachers and the active profile's student settings "
-            "(`python -m ust.report.own_images`):\n\n```console\n"
+            "(`python -m ust.stages.own_images`):\n\n```console\n"
             f"$ ust {shown(fit)}\n$ ust {shown(predict)}\n{printed['predict']}\n"
             f"$ ust {shown(export)}\n{printed['export']}\n$ head -n {SCORE_ROWS + 1} "
             f"out/pred/scores.csv\n{scores}\n```\n\n"
@@ -102,7 +102,7 @@ def write_example(out_dir: str | Path, category: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ust.report.own_images", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ust.stages.own_images", description=__doc__)
     parser.add_argument("out_dir", nargs="?", default="figures/own_images")
     parser.add_argument("--category", default=None)
     args = parser.parse_args(argv)

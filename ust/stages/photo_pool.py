@@ -1,6 +1,6 @@
 """Stage `photo_pool`: the offline teachers' photographs, built from package files.
 
-``python -m ust.experiments.photo_pool data/photo_pool`` writes the pool ``photo_pool`` describes
+``python -m ust.stages.photo_pool data/photo_pool`` writes the pool ``photo_pool`` describes
 (the bundled training photographs plus the photographs of Debian wallpaper packages,
 :func:`ust.data.photo_pool.build_photo_pool`) into that folder; ``teacher.images: data/photo_pool``
 pretrains the teachers on it. The build is byte-deterministic, so the DVC output hash only changes

@@ -1,6 +1,6 @@
 """Stage `mvtec_data`: the offline MVTec-layout texture set, built from package files.
 
-``python -m ust.experiments.mvtec_data data/textures_mvtec`` writes the set described by ``mvtec_data``
+``python -m ust.stages.mvtec_data data/textures_mvtec`` writes the set described by ``mvtec_data``
 (categories from ``mvtec.categories``) into that folder when ``mvtec_data.synthetic`` is true: the
 three grayscale skimage textures and the colour photographs of Debian's colobot-common-textures,
 cut at native resolution (:func:`ust.data.synthetic.make_synthetic_mvtec`,
