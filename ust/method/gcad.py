@@ -166,6 +166,9 @@ class GlobalEncoder(nn.Module):
 
     def __init__(self, config: GCADConfig = GCADConfig()):
         super().__init__()
+        # Table 6.3's autoencoder encoder (Fig. 7.4 draws E_glo after it), without its batch
+        # normalisation (the caption names only Leaky ReLU); the bottleneck kernel is the last map's
+        # side, so the context vector is 1×1×g (docs/decisions.md#gcad-architecture).
         c, s = config.encoder_channels, config.image_size // 2 ** len(config.encoder_channels)
         self.slope = config.slope
         self.down = nn.ModuleList(
@@ -204,6 +207,8 @@ class GlobalEncoder(nn.Module):
         h = self.from_context(z)
         for j, up in enumerate(self.up):
             k = len(features) - 1 - j  # the encoder level whose resolution h has
+            # Scaled 1×1 skip added to the transposed convolution's output, before its activation
+            # (docs/decisions.md#gcad-architecture).
             h = h + self.skip_weights[k] * self.skips[k](features[k])
             h = up(F.leaky_relu(h, self.slope))
         return h
@@ -296,6 +301,8 @@ class GCAD(nn.Module):
         self.config = config
         d_loc = teacher.config.d
         self.e_loc = _frozen_copy(teacher)
+        # E_loc runs densely with zero padding: its map is S × S like every other network's, and
+        # all scores are at the network resolution (docs/decisions.md#gcad-architecture).
         nets = []
         for i, build in enumerate(
             (

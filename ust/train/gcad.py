@@ -108,14 +108,12 @@ def augment_batch(
         x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
     if "color" in augment:
         f = 1 + (torch.rand(b, 3, generator=generator) * 2 - 1) * COLOR_JITTER
-        f = f.to(x)
-        x = (x * f[:, 0].view(b, 1, 1, 1)).clamp(0, 1)
-        grey = _grey(x)
-        x = (grey.mean((1, 2, 3), keepdim=True) * (1 - f[:, 1].view(b, 1, 1, 1))
-             + x * f[:, 1].view(b, 1, 1, 1)).clamp(0, 1)  # fmt: skip
+        brightness, contrast, saturation = f.to(x).view(b, 3, 1, 1, 1).unbind(1)
+        x = (x * brightness).clamp(0, 1)
+        mean_grey = _grey(x).mean((1, 2, 3), keepdim=True)
+        x = (mean_grey * (1 - contrast) + x * contrast).clamp(0, 1)
         if x.shape[1] == 3:
-            s = f[:, 2].view(b, 1, 1, 1)
-            x = (_grey(x) * (1 - s) + x * s).clamp(0, 1)
+            x = (_grey(x) * (1 - saturation) + x * saturation).clamp(0, 1)
     return x
 
 
@@ -228,7 +226,7 @@ def _restore(
         )
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
+    gen.set_state(state["generator"].cpu())  # a CPU generator, whatever map_location did
     return state["history"], state["epoch"]
 
 
@@ -420,6 +418,7 @@ def fit_gcad(
             return model
     model = GCAD(teacher, settings.model, seed=settings.seed).to(device)
     batch = settings.inference_batch_size
+    # μ/σ over the training images as given, not augmented (docs/decisions.md#gcad-training).
     model.fit_teacher_normalisation(data.train, batch_size=batch, progress=progress)
     train_gcad(
         model,
