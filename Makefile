@@ -7,7 +7,7 @@ PROFILE ?=
 TORCH := torch==2.14.1 torchvision==0.29.1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv test reproduce report system-data browser lint format benchmarks
+.PHONY: venv test reproduce preview report system-data browser lint format benchmarks
 
 venv: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ reproduce: venv system-data
 	$(BIN)/dvc repro
 	$(BIN)/python -m ust.report.readme_sync snapshot
 	$(BIN)/python -m ust.report.readme_sync sync
+
+# Lists the command of every stage `make reproduce` would run, computing nothing (also on a fresh
+# clone: --force skips DVC's run-cache lookup, which needs the inputs to exist).
+preview: venv
+	$(BIN)/dvc repro --dry --force
 
 # Renders the executed notebooks of results/notebooks to HTML in results/html (the `html` stage).
 report: venv
