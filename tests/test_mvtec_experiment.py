@@ -296,7 +296,13 @@ def test_other_configuration_in_same_folder_is_refused(data, runs):
 def test_feature_baselines_tiny(data, tmp_path):
     out = tmp_path / "baselines"
     tiny = mbl.FeatureBaselineSettings(
-        image_size=NET, n_1nn=30, n_fit=120, ae_epochs=1, ae_batch=32, chunk_size=100
+        image_size=NET,
+        methods=mbl.BASELINE_METHODS,
+        n_1nn=30,
+        n_fit=120,
+        ae_epochs=1,
+        ae_batch=32,
+        chunk_size=100,
     )
     res = mbl.run_feature_baselines(
         data, CAT, _teacher(17), out, replace(tiny, save_maps=True), progress=False

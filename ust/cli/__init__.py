@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ust import __version__
+from ust.cli.evaluate import add_evaluate_command
 from ust.cli.export import add_export_command
 from ust.cli.fit import add_fit_command
 from ust.cli.mvtec import add_mvtec_command
@@ -27,6 +28,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_fit_command,
     add_predict_command,
     add_export_command,
+    add_evaluate_command,
 ]
 
 

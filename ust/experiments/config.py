@@ -42,6 +42,8 @@ from ust.paths import ROOT, resolve
 
 if TYPE_CHECKING:
     from ust.method.teacher import TeacherConfig
+    from ust.train.fit import FitSettings
+    from ust.train.students import StudentTrainingConfig
 
 __all__ = [
     "LOSS_LETTERS",
@@ -223,6 +225,21 @@ class _Section:
         return merged
 
 
+def _training(section: Any, **extra: Any) -> StudentTrainingConfig:
+    """:class:`StudentTrainingConfig` from a section's ``epochs``, ``batch_size``, ``lr``,
+    ``weight_decay`` and ``seed`` (the only place these keys are mapped)."""
+    from ust.train.students import StudentTrainingConfig
+
+    return StudentTrainingConfig(
+        epochs=section.epochs,
+        batch_size=section.batch_size,
+        lr=section.lr,
+        weight_decay=section.weight_decay,
+        seed=section.seed,
+        **extra,
+    )
+
+
 # ------------------------------------------------------------------------- what to iterate over
 @dataclass(frozen=True)
 class TeacherStageConfig(_Section):
@@ -317,6 +334,10 @@ class OneClassTrainConfig(_Section):
     igd_local_patch: int = 16
     igd_local_stride: int = 8
 
+    def training(self) -> StudentTrainingConfig:
+        """The students' optimisation of this section."""
+        return _training(self)
+
     def check(self, source: str, section: str) -> None:
         if not self.teacher_configs:
             raise ValueError(
@@ -393,6 +414,22 @@ class MVTecTrainConfig(_Section):
     device: str = "auto"
     batched: bool = False
     crop: int | None = None
+
+    def training(self) -> StudentTrainingConfig:
+        """The students' optimisation of this section (the seed seeds the data order too)."""
+        return _training(self, batched=self.batched, crop=self.crop)
+
+    def fit_settings(self) -> FitSettings:
+        """How each scale is fitted (:func:`ust.train.fit.fit_student_teacher`)."""
+        from ust.train.fit import FitSettings
+
+        return FitSettings(
+            image_size=self.image_size,
+            students=self.students,
+            training=self.training(),
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+        )
 
     def check(self, source: str, section: str) -> None:
         _check_losses(self.teacher_losses, _where(source, section, "teacher_losses"))

@@ -15,7 +15,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,8 @@ from ust.baselines.raw_patches import RawPatchSettings, sample_bank, score_image
 from ust.data.dataset import load_images
 from ust.data.mvtec import CategoryIndex, validate_category
 from ust.data.transforms import upsample_map
+from ust.experiments.config import MVTecBaselinesConfig
+from ust.train.fit import FitSettings
 from ust.experiments.outputs import STEPS_KEY, epoch_steps
 from ust.experiments.protocol import (
     METRIC_KEYS,
@@ -116,53 +118,40 @@ def _score_descriptors(
 
 
 @dataclass(frozen=True)
-class FeatureBaselineSettings:
-    """Settings of :func:`run_feature_baselines` (defaults: the paper's, ``docs/decisions.md``).
+class FeatureBaselineSettings(MVTecBaselinesConfig):
+    """Settings of :func:`run_feature_baselines`: the ``mvtec_baselines`` section
+    (:class:`ust.experiments.config.MVTecBaselinesConfig`, defaults the paper's: ``methods``,
+    ``n_1nn``/``n_fit`` descriptors, the autoencoders' ``ae_*``, the OC-SVM's ``ocsvm_*`` and the
+    raw-pixel floor's ``raw_*``) plus what the run shares with the students and the protocol.
 
     Attributes:
-        image_size, val_fraction, seed: as for the students (:class:`MVTecRunSettings`): the same
-            image zoom and the same seeded training split.
-        methods: subset of ``("1nn", "kmeans", "ocsvm", "l2ae", "vae", "raw_nn")`` (default: the
-            paper's five; ``raw_nn`` is the no-learning floor and needs no teacher).
-        n_1nn: descriptors in the 1-NN dictionary; n_fit: descriptors fitting the others.
-        ae_epochs, ae_lr, ae_batch, ae_weight_decay: autoencoder training ([P] App. C: 100, 1e-4,
-            512, 1e-5).
-        ocsvm_solver, ocsvm_components: OC-SVM solver, ``"exact"`` or ``"nystroem"`` with that many
-            landmarks (:class:`ust.baselines.shallow.OCSVMScorer`; the paper's sizes need the
-            approximation, docs/decisions.md#mvtec-baseline-subsampling).
+        image_size, val_fraction, seed: as for the students (:class:`ust.train.fit.FitSettings`):
+            the same image zoom and the same seeded training split (``seed`` also draws
+            ``raw_nn``'s memory bank).
         inference_batch_size: images per forward pass of the teacher.
         chunk_size: descriptor rows per call of a shallow model's score.
         integration_limit: FPR limit of AU-PRO.
         save_maps: also write ``<out_dir>/maps_<method>/<category>/test/<defect>/<id>.tiff``.
-        raw_patch, raw_grid, raw_bank, raw_stride, raw_padding: ``raw_nn``'s patch side, cells per
-            side of the pooled patch (``None``: the raw patch), memory-bank size, scored-grid step
-            and border padding (:class:`ust.baselines.raw_patches.RawPatchSettings`; its bank is
-            drawn with ``seed``). Not in the paper: defaults chosen as the strongest floor measured
-            on the offline texture set (p = 17 pooled to 7 × 7 cells, 10 000 patches, every
-            second pixel scored, reflection padding).
     """
 
-    image_size: int = 256
-    val_fraction: float = 0.1
-    seed: int = 0
-    methods: tuple[str, ...] = BASELINE_METHODS
-    n_1nn: int = 5000
-    n_fit: int = 50_000
-    ae_epochs: int = 100
-    ae_lr: float = 1e-4
-    ae_batch: int = 512
-    ae_weight_decay: float = 1e-5
-    ocsvm_solver: str = "nystroem"
-    ocsvm_components: int = 1000
-    inference_batch_size: int = 8
+    image_size: int = FitSettings.image_size
+    val_fraction: float = FitSettings.val_fraction
+    seed: int = FitSettings.seed
+    inference_batch_size: int = FitSettings.inference_batch_size
     chunk_size: int = 65_536
     integration_limit: float = 0.3
     save_maps: bool = False
-    raw_patch: int = 17
-    raw_grid: int | None = 7
-    raw_bank: int = 10_000
-    raw_stride: int = 2
-    raw_padding: str = "reflect"
+
+    @classmethod
+    def from_sections(cls, base: MVTecBaselinesConfig, fit: FitSettings) -> FeatureBaselineSettings:
+        """The ``mvtec_baselines`` section with the students' ``fit`` settings
+        (:class:`ust.train.fit.FitSettings`: image size, split, seed)."""
+        return cls(
+            **{f.name: getattr(base, f.name) for f in fields(MVTecBaselinesConfig)},
+            image_size=fit.image_size,
+            val_fraction=fit.val_fraction,
+            seed=fit.seed,
+        )
 
     def raw_settings(self) -> RawPatchSettings:
         """``raw_*`` and ``seed`` as :class:`ust.baselines.raw_patches.RawPatchSettings`."""

@@ -9,10 +9,13 @@ to ``out``::
     val_maps/<category>/<split>/good/<id>.tiff        the validation maps
     thresholds.json        max / quantile / k_sigma / max_area on the validation maps
     segmentation/<category>/test/<defect>/<id>.png    0/255 masks at one threshold (A > t)
-    pro_curve.csv          fpr,pro resampled at 1001 FPRs in [0, 1] (DVC plots)
+    pro_curve.csv          fpr,pro resampled at 1001 FPRs in [0, 1] (DVC plots; AU-PRO suite only)
     metrics.json           au_pro, pixel_auroc, image_auroc, identity, counts and timings (last)
 
 Metrics take the dataset's ground-truth regions (:meth:`DatasetIndex.regions`), never its files.
+The metric suite is the dataset's: an index with a ``metrics(maps)`` method (:class:`MetricSuite`;
+MVTec LOCO AD's AU-sPRO, :meth:`ust.data.loco.LocoCategoryIndex.metrics`) supplies its own
+metrics.json entries, any other index gets AU-PRO, pixel and image ROC-AUC (:func:`dataset_metrics`).
 Every file is written atomically and every folder is swapped in whole, and ``metrics.json`` comes
 last, so its presence marks a finished run. Students, their multiscale fusion, the feature
 baselines, the SSIM autoencoder and a fitted :class:`~ust.detector.Detector` all go through here.
@@ -81,6 +84,28 @@ def compute_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], lim
     """The three map metrics (au_pro at ``limit``, pixel and image ROC-AUC) as Python floats."""
     result = evaluate_maps(list(maps), list(masks), integration_limit=limit)
     return {k: float(result[k]) for k in METRIC_KEYS}
+
+
+class MetricSuite(Protocol):
+    """An index that scores test maps itself (optional on a :class:`DatasetIndex`): ``maps`` are
+    one float32 map (H_i, W_i) per ``index.test`` sample, in order; the result is the metrics.json
+    entries (Python floats and dicts; MVTec LOCO AD: ``au_spro``, ``localization``, ...)."""
+
+    def metrics(self, maps: Sequence[np.ndarray]) -> dict: ...
+
+
+def dataset_metrics(
+    index: DatasetIndex, maps: Sequence[np.ndarray], settings: EvaluationSettings
+) -> tuple[dict, list[np.ndarray] | None]:
+    """(metrics.json entries, ground-truth masks or ``None``) of the test maps: the index's own
+    suite when it has one (:class:`MetricSuite`, masks ``None``), else :func:`compute_metrics` at
+    ``settings.integration_limit`` plus ``integration_limit`` (and the union masks)."""
+    suite = getattr(index, "metrics", None)
+    if callable(suite):
+        return dict(suite(maps)), None
+    masks = ground_truth(index, index.test)
+    limit = settings.integration_limit
+    return {**compute_metrics(maps, masks, limit), "integration_limit": limit}, masks
 
 
 def resampled_pro_curve(
@@ -179,20 +204,19 @@ def evaluate(
         progress: tqdm progress bars.
 
     Returns:
-        The ``metrics.json`` dict: ``category``, the :data:`METRIC_KEYS` floats in [0, 1],
-        ``integration_limit``, ``extra``, then ``inference_seconds`` (validation and test maps) and
-        ``test_images_per_second``.
+        The ``metrics.json`` dict: ``category``, the :data:`METRIC_KEYS` floats in [0, 1] and
+        ``integration_limit`` (or the index's own suite, :func:`dataset_metrics`), ``extra``, then
+        ``inference_seconds`` (validation and test maps) and ``test_images_per_second``.
     """
     t0 = time.perf_counter()
     val_maps = method.anomaly_maps(validation, progress=progress) if validation else None
     t1 = time.perf_counter()
     test_maps = method.anomaly_maps(index.test, progress=progress)
     t2 = time.perf_counter()
-    masks = ground_truth(index, index.test)
+    metrics, masks = dataset_metrics(index, test_maps, settings)
     result = {
         "category": index.category,
-        **compute_metrics(test_maps, masks, settings.integration_limit),
-        "integration_limit": settings.integration_limit,
+        **metrics,
         **(extra or {}),
         "inference_seconds": t2 - t0,
         "test_images_per_second": len(index.test) / max(t2 - t1, 1e-9),
@@ -205,8 +229,9 @@ def evaluate(
     if val_maps is not None:
         rule = settings.segmentation_rule
         _write_thresholds(out, index, index.test, validation, val_maps, test_maps, rule, progress)
-    fpr, pro = resampled_pro_curve(test_maps, masks)
-    write_csv(out / "pro_curve.csv", ("fpr", "pro"), zip(fpr.tolist(), pro.tolist()))
+    if masks is not None:
+        fpr, pro = resampled_pro_curve(test_maps, masks)
+        write_csv(out / "pro_curve.csv", ("fpr", "pro"), zip(fpr.tolist(), pro.tolist()))
     write_json(result, out / "metrics.json", sort_keys=False)
     return result
 

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import ROOT, resolve
-
-if TYPE_CHECKING:
-    from ust.experiments.config import MVTecTrainConfig, OneClassTrainConfig
 
 
 def output_dir(path: str | os.PathLike) -> Path:
@@ -129,20 +125,3 @@ def stage_teacher(
     if stage_teacher_file(patch_size, losses).exists() or not builds_substitutes(out_dir):
         return load_stage_teacher(patch_size, losses, device)
     return load_teacher(substitute_teacher(patch_size, losses, out_dir), device=device)
-
-
-def student_training(section: MVTecTrainConfig | OneClassTrainConfig):
-    """The :class:`ust.train.students.StudentTrainingConfig` of a typed section's training keys
-    (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``, and for ``mvtec_train``
-    ``batched`` and ``crop``)."""
-    from ust.train.students import StudentTrainingConfig
-
-    return StudentTrainingConfig(
-        epochs=section.epochs,
-        batch_size=section.batch_size,
-        lr=section.lr,
-        weight_decay=section.weight_decay,
-        seed=section.seed,
-        batched=getattr(section, "batched", False),
-        crop=getattr(section, "crop", None),
-    )

@@ -26,7 +26,6 @@ from ust.stages import (
     shown,
     smoke_config,
     stage_teacher,
-    student_training,
     substitutes_dir,
 )
 from ust.train.device import resolve_device
@@ -99,17 +98,8 @@ def mvtec_settings(category: str) -> MVTecTrainConfig:
 def run_settings(train: MVTecTrainConfig) -> MVTecRunSettings:
     """``mvtec_train`` (one category's) → :class:`ust.experiments.mvtec_single.MVTecRunSettings`."""
     from ust.experiments.mvtec_single import MVTecRunSettings
-    from ust.train.fit import FitSettings
 
-    return MVTecRunSettings(
-        fit=FitSettings(
-            image_size=train.image_size,
-            students=train.students,
-            training=student_training(train),
-            val_fraction=train.val_fraction,
-            seed=train.seed,
-        )
-    )
+    return MVTecRunSettings(fit=train.fit_settings())
 
 
 def single_scale_dirs(

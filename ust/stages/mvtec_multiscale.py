@@ -43,25 +43,7 @@ def feature_baseline_settings(
     :class:`ust.experiments.mvtec_baselines.FeatureBaselineSettings`."""
     from ust.experiments.mvtec_baselines import FeatureBaselineSettings
 
-    return FeatureBaselineSettings(
-        image_size=train.image_size,
-        val_fraction=train.val_fraction,
-        seed=train.seed,
-        methods=base.methods,
-        n_1nn=base.n_1nn,
-        n_fit=base.n_fit,
-        ae_epochs=base.ae_epochs,
-        ae_lr=base.ae_lr,
-        ae_batch=base.ae_batch,
-        ae_weight_decay=base.ae_weight_decay,
-        ocsvm_solver=base.ocsvm_solver,
-        ocsvm_components=base.ocsvm_components,
-        raw_patch=base.raw_patch,
-        raw_grid=base.raw_grid,
-        raw_bank=base.raw_bank,
-        raw_stride=base.raw_stride,
-        raw_padding=base.raw_padding,
-    )
+    return FeatureBaselineSettings.from_sections(base, train.fit_settings())
 
 
 def ssim_ae_settings(
