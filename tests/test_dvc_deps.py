@@ -17,6 +17,7 @@ UNTRACKED = {
     "teacher": {"device", "log_every", "checkpoint_every"},
     "oneclass_train": {"device"},
     "mvtec_train": {"device"},
+    "loco_train": {"device"},
 }
 #: the params sections each stage family reads (key by key)
 SECTIONS = {
@@ -26,6 +27,8 @@ SECTIONS = {
     "mvtec_data": ("mvtec_data",),
     "mvtec": ("mvtec_train",),
     "mvtec_multiscale": ("mvtec_train", "mvtec_baselines"),
+    "loco_data": ("loco_data",),
+    "loco": ("loco_train", "gcad"),
 }
 
 

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOSS_LETTERS",
+    "GCADSectionConfig",
+    "LocoDataConfig",
+    "LocoGridConfig",
     "MDSConfig",
     "MVTecBaselinesConfig",
     "MVTecDataConfig",
@@ -498,6 +501,89 @@ class MVTecBaselinesConfig(_Section):
         return cfg
 
 
+# ------------------------------------------------------------------------------ MVTec LOCO AD
+@dataclass(frozen=True)
+class LocoGridConfig(_Section):
+    """``loco``: one scale stage per (category, p) (Student–Teacher and GCAD) and one multiscale
+    stage per category."""
+
+    SECTION = "loco"
+
+    categories: tuple[str, ...]
+    patch_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LocoDataConfig(_Section):
+    """``loco_data``: the MVTec LOCO AD root; with ``synthetic: true`` the offline LOCO-layout scene
+    set is built there by the ``loco_data`` stage (:func:`ust.data.loco_scenes.make_loco_set`:
+    ``image_size`` px, ``n_*`` images per split and per defect type, ``seed``, photographs from
+    ``texture_dir``; docs/decisions.md#loco-offline-set)."""
+
+    SECTION = "loco_data"
+
+    root: str
+    synthetic: bool = False
+    image_size: int = 128
+    n_train: int = 40
+    n_validation: int = 10
+    n_test_good: int = 10
+    n_test_per_kind: int = 4
+    seed: int = 0
+    texture_dir: str = "/usr/share/games/colobot/textures"
+
+
+@dataclass(frozen=True)
+class GCADSectionConfig(_Section):
+    """``gcad``: GCAD on MVTec LOCO AD (thesis §7.3; defaults the thesis' settings): ``epochs`` at
+    ``batch_size`` with Adam (``lr``, ``weight_decay``), the thesis' schedule (skip weights faded
+    by epoch 100, L_glo from epoch 50) scaled to ``epochs`` (docs/decisions.md#gcad-training),
+    ``augment`` names of :data:`ust.train.gcad.AUGMENTATIONS`; the architecture's ``g``, ``d_glo``,
+    ``unet_depth`` and ``unet_width`` (docs/decisions.md#gcad-architecture), at the receptive
+    fields ``patch_sizes`` (the thesis: 17 and 33; ``epochs: 0`` skips GCAD). The image size is
+    ``loco_train.image_size``, shared with the Student–Teacher."""
+
+    SECTION = "gcad"
+
+    patch_sizes: tuple[int, ...] = (17, 33)
+    epochs: int = 500
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    seed: int = 0
+    augment: tuple[str, ...] | None = ()
+    g: int = 32
+    d_glo: int = 10
+    unet_depth: int = 5
+    unet_width: int = 64
+
+    def __post_init__(self) -> None:
+        if self.augment is None:  # `augment: null` (block-style YAML has no empty list)
+            object.__setattr__(self, "augment", ())
+
+    def fit_settings(self, image_size: int):
+        """:class:`ust.train.gcad.GCADFitSettings` for images of ``image_size`` px."""
+        from ust.method.gcad import GCADConfig
+        from ust.train.gcad import GCADFitSettings, GCADTrainingConfig
+
+        model = GCADConfig(
+            image_size=image_size,
+            g=self.g,
+            d_glo=self.d_glo,
+            unet_depth=self.unet_depth,
+            unet_width=self.unet_width,
+        )
+        training = GCADTrainingConfig.for_budget(
+            self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            augment=self.augment,
+        )
+        return GCADFitSettings(model=model, training=training, seed=self.seed)
+
+
 # ----------------------------------------------------------------------------------- teacher
 def teacher_from_params(values: Mapping, *, source: str, section: str = "teacher") -> TeacherConfig:
     """The ``teacher`` section as a :class:`ust.method.teacher.TeacherConfig` (built by its
@@ -565,6 +651,10 @@ _SECTIONS = (
     "mvtec_baselines",
     "oneclass_dataset",
     "photo_pool",
+    "loco",
+    "loco_data",
+    "loco_train",
+    "gcad",
 )
 _OPTIONAL = ("profile", "mvtec_category", "oneclass_dataset", "photo_pool")
 
@@ -610,6 +700,10 @@ class PipelineConfig:
     mvtec_category: dict[str, dict[str, Any]]
     mvtec_baselines: MVTecBaselinesConfig
     oneclass_dataset: dict[str, dict[str, Any]]
+    loco: LocoGridConfig
+    loco_data: LocoDataConfig
+    loco_train: MVTecTrainConfig
+    gcad: GCADSectionConfig
     photo_pool: PhotoPoolConfig = PhotoPoolConfig()
 
     @classmethod
@@ -651,6 +745,12 @@ class PipelineConfig:
                 values["mvtec_baselines"], source=source
             ),
             oneclass_dataset=_overrides(values, "oneclass_dataset", source),
+            loco=LocoGridConfig.from_params(values["loco"], source=source),
+            loco_data=LocoDataConfig.from_params(values["loco_data"], source=source),
+            loco_train=MVTecTrainConfig.from_params(
+                values["loco_train"], source=source, section="loco_train"
+            ),
+            gcad=GCADSectionConfig.from_params(values["gcad"], source=source),
             photo_pool=PhotoPoolConfig.from_params(values.get("photo_pool") or {}, source=source),
         )
         config._check_references()

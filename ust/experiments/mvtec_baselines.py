@@ -29,7 +29,6 @@ from ust.data.dataset import load_images
 from ust.data.mvtec import CategoryIndex, validate_category
 from ust.data.transforms import upsample_map
 from ust.experiments.config import MVTecBaselinesConfig
-from ust.train.fit import FitSettings
 from ust.experiments.outputs import STEPS_KEY, epoch_steps
 from ust.experiments.protocol import (
     METRIC_KEYS,
@@ -46,6 +45,7 @@ from ust.method.students import (
     fit_target_statistics,
 )
 from ust.method.teacher import resolve_teacher
+from ust.train.fit import FitSettings
 
 if TYPE_CHECKING:
     from ust.baselines.ssim_ae import SSIMAE, SSIMAEConfig

@@ -1,4 +1,6 @@
-"""Every number the papers printed that `ust` compares with, typed once, here.
+"""Every number the papers printed that `ust` compares with, typed once, here, and the claims they
+state in words that the reproduction checks test (:data:`PAPER_CLAIMS`, short quotes cited by
+section and table; :mod:`ust.report.claims` holds the rules).
 
 Tables of the paper: Table 1 (mean one-class ROC-AUC, p = 33), Tables 6 and 7 (per class), Table 2
 (MVTec AD AU-PRO of the baselines) and Table 3 (AU-PRO per receptive field and multiscale); of the
@@ -174,4 +176,115 @@ PAPER_TABLE2 = {  # 1-NN, OC-SVM, K-Means, ℓ2-AE, VAE, SSIM-AE
     "toothbrush": (0.675, 0.538, 0.337, 0.822, 0.693, 0.784),
     "transistor": (0.680, 0.496, 0.399, 0.728, 0.626, 0.725),
     "zipper": (0.512, 0.355, 0.253, 0.839, 0.549, 0.665),
+}
+
+
+# ------------------------------------------------------------------------- claims stated in words
+#: [P] §4.2: "ten object and five texture categories"; the texture rows of Tables 2 and 3.
+PAPER_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+
+#: [P] §4.2 (Table 3): categories where "larger receptive fields yield better results" and where
+#: "the inverse behavior can be observed".
+PAPER_LARGER_FIELD_BETTER = ("bottle", "cable")
+PAPER_SMALLER_FIELD_BETTER = ("wood", "toothbrush")
+
+#: [P] Table 1 row of each feature baseline (our method key → the paper's row name); the students'
+#: row of teacher losses ``t`` is ``"Ours (" + ",".join(t) + ")"``.
+PAPER_TABLE1_BASELINES = {
+    "1nn": "1-NN",
+    "kmeans": "KMeans",
+    "ocsvm": "OC-SVM",
+    "l2ae": "ℓ2-AE",
+    "vae": "VAE",
+}
+
+#: The claims of the papers that :mod:`ust.report.claims` tests: check id → (where, what is said).
+#: Short quotes, cited by section and table ([P] arXiv version, [Po] poster, [IGD] Chen et al.);
+#: the rule that tests each one, and the numbers, are computed in :mod:`ust.report.claims`.
+PAPER_CLAIMS: dict[str, tuple[str, str]] = {
+    "table2_p65": (
+        "[P] §4.2, Table 2",
+        "at p = 65, “our method consistently outperforms all other evaluated algorithms for "
+        "almost every dataset category”",
+    ),
+    "poster_multiscale": (
+        "[Po] Quantitative Results",
+        "multiscale: “Our approach outperforms the state-of-the-art” (means over categories)",
+    ),
+    "autoencoder_over_shallow": (
+        "[P] §4.2, Table 2",
+        "over the shallow models, “together with deterministic autoencoders increases the "
+        "performance”",
+    ),
+    "shallow_1nn": (
+        "[P] §4.2 (and §4.1)",
+        "“1-NN yields the best results amongst the shallow models”",
+    ),
+    "multiscale_mean": (
+        "[P] §4.2, Table 3",
+        "“Combining multiple scales enhances the performance” (mean AU-PRO)",
+    ),
+    "multiscale_categories": (
+        "[P] §4.2, Table 3",
+        "combining scales enhances the performance “for many of the dataset categories”",
+    ),
+    "scale_order": (
+        "[P] Table 3",
+        "order of the single scales' mean AU-PRO",
+    ),
+    "scale_by_category": (
+        "[P] §4.2, Table 3",
+        "“larger receptive fields yield better results” for bottle and cable, “the inverse” for "
+        "wood and toothbrush",
+    ),
+    "table1_outperforms": (
+        "[P] §4.1, Table 1",
+        "“Our approach outperforms the other methods”",
+    ),
+    "table1_ranking": (
+        "[P] Table 1",
+        "order of the methods' mean ROC-AUC",
+    ),
+    "distillation_helps": (
+        "[P] §4.1, Table 1",
+        "distilling ResNet-18 “yields slightly better performance than” a self-supervised "
+        "(m, c) teacher",
+    ),
+    "decorrelation_helps": (
+        "[P] §4.1, Table 1",
+        "“minimizing the correlation matrix yields improved results”: (k, c) above (k)",
+    ),
+    "igd_vs_students": (
+        "[IGD] Table 1",
+        "Student–Teacher (ImageNet) above IGD trained from scratch on MNIST",
+    ),
+}
+
+
+# ------------------------------------------------------------------------------ MVTec LOCO AD
+#: the source of the MVTec LOCO AD numbers (the thesis' GCAD chapter, its Tables 7.1 and 7.2)
+LOCO_SOURCE = "thesis Table 7.1"
+#: mean AU-sPRO at FPR 0.05 (mean of the structural and logical subsets) per category and overall
+LOCO_AU_SPRO: dict[str, dict[str, float]] = {
+    "S-T": {
+        "breakfast_box": 0.496,
+        "screw_bag": 0.602,
+        "pushpins": 0.523,
+        "splicing_connectors": 0.698,
+        "juice_bottle": 0.811,
+        "mean": 0.626,
+    },
+    "GCAD": {
+        "breakfast_box": 0.502,
+        "screw_bag": 0.558,
+        "pushpins": 0.739,
+        "splicing_connectors": 0.798,
+        "juice_bottle": 0.910,
+        "mean": 0.701,
+    },
+}
+#: the thesis' Table 7.2: mean AU-sPRO over MVTec LOCO AD at each FPR integration limit
+LOCO_AU_SPRO_LIMITS: dict[str, dict[str, float]] = {
+    "S-T": {"0.01": 0.402, "0.05": 0.626, "0.1": 0.717, "0.3": 0.836, "1.0": 0.937},
+    "GCAD": {"0.01": 0.462, "0.05": 0.701, "0.1": 0.787, "0.3": 0.891, "1.0": 0.962},
 }

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from ust.experiments.config import (
     PHOTO_POOL,
@@ -144,6 +145,42 @@ def _texture_set_check(config: PipelineConfig) -> Callable[[], object]:
     return check
 
 
+def _missing_loco(root) -> None:
+    raise FileNotFoundError(
+        f"MVTec LOCO AD not found at {root} (`loco_data.root`). Download mvtec_loco_anomaly_detection"
+        ".tar.xz from https://www.mvtec.com/company/research/datasets/mvtec-loco (CC BY-NC-SA 4.0), "
+        "unpack it so that <root>/<category>/{train,validation,test,ground_truth} exist, and set "
+        "`loco_data.root` (or `loco_data.synthetic: true` for the offline scene set)."
+    )
+
+
+def _loco_checks(config: PipelineConfig) -> list[tuple[str, Callable[[], object]]]:
+    """The offline scene set's photographs, or the real MVTec LOCO AD categories."""
+    data = config.loco_data
+    if not config.loco.categories:
+        return []
+    if data.synthetic:
+        from ust.data.loco_scenes import TEXTURE_FILES
+
+        def photographs() -> None:
+            for name in TEXTURE_FILES.values():
+                if not (Path(data.texture_dir) / name).is_file():
+                    raise FileNotFoundError(
+                        f"{Path(data.texture_dir) / name} is missing: install Debian's "
+                        "colobot-common-textures (make system-data)"
+                    )
+
+        return [("loco scene set", photographs)]
+    if not resolve(data.root).is_dir():
+        return [("loco", lambda: _missing_loco(resolve(data.root)))]
+    from ust.data.loco import validate_loco_category
+
+    return [
+        (f"loco {cat}", lambda cat=cat: validate_loco_category(resolve(data.root), cat))
+        for cat in config.loco.categories
+    ]
+
+
 def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
     """Everything the profile needs that is missing, as actionable messages ([] = ready).
 
@@ -181,6 +218,7 @@ def problems(params: PipelineConfig | Mapping | None = None) -> list[str]:
             checks.append(
                 (f"mvtec {cat}", lambda cat=cat: validate_category(resolve(data.root), cat))
             )
+    checks += _loco_checks(config)
     found = []
     for label, check in checks:
         msg = _problem(check)
