@@ -130,3 +130,19 @@ def test_views_show_maps_curves_and_the_thesis(data, runs, tmp_path):
     table = view.paper_comparison(CAT, out)
     assert list(table["paper"]) == [0.626, 0.701]  # the thesis' means: not like for like
     assert "GCAD" in view.ours_vs_paper(CAT, out)
+
+
+def test_ust_evaluate_reproduces_the_pipeline_numbers(data, runs, tmp_path, capsys):
+    from ust.cli import main
+
+    folder, result = runs[17]
+    for method in ("st", "gcad"):
+        out = tmp_path / method
+        argv = ["evaluate", "--maps", str(folder / method / "maps"), "--data-root", str(data)]
+        assert main([*argv, "--category", CAT, "--out", str(out)]) == 0
+        written = json.loads((out / "metrics.json").read_text())
+        assert written["au_spro"] == pytest.approx(result[method]["au_spro"], abs=1e-12)
+        ours, pipeline = (m["localization"]["auc_spro"] for m in (written, result[method]))
+        for subset in pipeline:
+            assert ours[subset] == pytest.approx(pipeline[subset], abs=1e-12)
+    assert "au_spro" in capsys.readouterr().out
