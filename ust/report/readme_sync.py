@@ -10,12 +10,13 @@ Besides the tables, the report stage draws two summary heatmaps, ``figures/onecl
 ``figures/mvtec_au_pro.png`` (:func:`write_summary_figures`); each is skipped when its results are
 absent.
 
-``figures/claims.md`` answers "does it reproduce the paper's claims?" (:mod:`ust.report.claims`,
-from the numbers of ``summary.json``, which stores the same claims under ``"claims"``). Every table
-labels a model trained for fewer than :data:`ust.report.claims.MIN_OPTIMIZER_STEPS` optimiser steps
-"under-trained (N steps)"; ``summary.json`` keeps the recorded steps under ``"steps"``
-(:func:`training_steps`). ``python -m ust.report.readme_sync claims <summary.json>`` re-derives the
-claims of an existing summary (e.g. a snapshot) without re-running the report.
+``figures/claims.md`` holds the reproduction checks (:mod:`ust.report.claims`): the paper's claims
+and, apart, our sanity floors, from the numbers of ``summary.json``, which stores the same checks
+under ``"claims"``. Every table labels a model trained for fewer than
+:data:`ust.report.claims.MIN_OPTIMIZER_STEPS` optimiser steps "under-trained (N steps)";
+``summary.json`` keeps the recorded steps under ``"steps"`` (:func:`training_steps`).
+``python -m ust.report.readme_sync claims <summary.json> [--spread <jsonl>]`` re-derives the checks
+of an existing summary (e.g. a snapshot) without re-running the report.
 """
 
 from __future__ import annotations
@@ -348,24 +349,39 @@ def texture_categories(params: dict | None = None) -> list[str]:
     return list((params.get("mvtec_baselines") or {}).get("texture_categories") or ())
 
 
-def add_claims(summary: dict, out: str | os.PathLike) -> list:
-    """Check the paper's claims on ``summary`` (:func:`ust.report.claims.evaluate_claims`, texture
-    categories from :func:`texture_categories`), store them in ``summary["claims"]`` and write
-    ``<out>/claims.md``; returns the claims."""
-    from ust.report.claims import claims_markdown, evaluate_claims
+def add_claims(
+    summary: dict, out: str | os.PathLike, spread: str | os.PathLike | None = None
+) -> list:
+    """Reproduction checks on ``summary`` (:func:`ust.report.claims.write_claims`: the paper's
+    claims and the sanity floors, with the seed spread of ``spread``, default
+    :data:`ust.report.claims.DEFAULT_SPREAD`), stored in ``summary["claims"]`` and written to
+    ``<out>/claims.md``. The settings are the active profile's when the summary is of that
+    profile, else ``profiles/<profile>.yaml`` (texture categories from :func:`texture_categories`
+    when neither is known). Returns the paper's claims, then the floors."""
+    from ust.experiments.config import load_config
+    from ust.report.claims import profile_config, write_claims
 
-    claims = evaluate_claims(summary, texture_categories=texture_categories())
-    summary["claims"] = [c.to_dict() for c in claims]
-    atomic_write_text(resolve(out) / "claims.md", claims_markdown(claims, summary.get("profile")))
-    return claims
+    active = load_config()
+    name = summary.get("profile")
+    profile = active if active.profile == name else profile_config(name)
+    checks = write_claims(
+        summary,
+        out,
+        texture_categories=None if profile is not None else texture_categories(),
+        spread_path=spread,
+        profile=profile,
+    )
+    return checks.paper + checks.floors
 
 
-def rederive_claims(summary_path: str | os.PathLike) -> Path:
+def rederive_claims(
+    summary_path: str | os.PathLike, spread: str | os.PathLike | None = None
+) -> Path:
     """Re-check the claims of an existing ``summary.json`` (e.g. ``figures/offline_full/``): its
     ``"claims"`` and the ``claims.md`` beside it are rewritten; returns the Markdown path."""
     path = resolve(summary_path)
     summary = json.loads(path.read_text())
-    add_claims(summary, path.parent)
+    add_claims(summary, path.parent, spread)
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return path.parent / "claims.md"
 
@@ -590,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         "claims", help="re-derive claims.md and the claims of an existing summary.json"
     )
     claims.add_argument("summary", nargs="?", default="figures/summary.json")
+    claims.add_argument(
+        "--spread", help="seed-spread JSON lines (default: benchmarks/results/seed_spread.jsonl)"
+    )
     sync = sub.add_parser("sync", help="copy figures/*.md into README.md between markers")
     sync.add_argument("--check", action="store_true", help="only report stale blocks (exit 1)")
     args = parser.parse_args(argv)
@@ -602,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         print("figures/ written" + "".join(f"; figures/{n} skipped (no results)" for n in skipped))
         return 0
     if args.cmd == "claims":
-        print(f"{rederive_claims(args.summary)} written")
+        print(f"{rederive_claims(args.summary, args.spread)} written")
         return 0
     if args.cmd == "snapshot":
         print(f"figures copied to {snapshot()}")
