@@ -146,3 +146,16 @@ def test_ust_evaluate_reproduces_the_pipeline_numbers(data, runs, tmp_path, caps
         for subset in pipeline:
             assert ours[subset] == pytest.approx(pipeline[subset], abs=1e-12)
     assert "au_spro" in capsys.readouterr().out
+
+
+def test_readme_table_reads_the_fused_runs(data, runs, tmp_path):
+    from ust.report.tables_loco import loco_tables
+
+    out = tmp_path / "loco_multiscale" / CAT
+    result = run_loco_multiscale({p: runs[p][0] for p in runs}, data, CAT, out)
+    text, summary = loco_tables(tmp_path / "loco_multiscale")
+    assert summary == {m: {CAT: pytest.approx(result[m]["au_spro"])} for m in ("st", "gcad")}
+    spro = result["gcad"]["localization"]["auc_spro"]
+    row = f"| GCAD, {CAT} | {spro['structural_anomalies']['0.05']:.3f} |"
+    assert row in text
+    assert "| S-T, thesis | 0.402 | 0.626 | 0.717 | 0.836 | 0.937 |" in text

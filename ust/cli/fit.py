@@ -8,9 +8,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from ust.detector.config import DetectorConfig
+from ust.detector.config import DEFAULT_PATCH_SIZES, METHODS, DetectorConfig
+from ust.method.networks import PATCH_SIZES
 from ust.method.teacher import find_teacher
 from ust.paths import resolve
+from ust.train.gcad import AUGMENTATIONS
 
 RULES = ("max", "quantile", "k-sigma")
 
@@ -20,12 +22,14 @@ def add_fit_command(subparsers: argparse._SubParsersAction) -> None:
         "fit",
         help="fit a detector on a folder of anomaly-free images (writes one detector file)",
         description=(
-            "Fits the fused Student-Teacher detector (all --patch-sizes, mean of the normalised "
-            "scores) on anomaly-free images only: a seeded 10 % of them is held out to normalise "
-            "the scores and to estimate the thresholds (max, quantile, k-sigma; --threshold picks "
-            "the one that decides). Per-scale checkpoints go to <out>.work/ so that an interrupted "
-            "run resumes when called again; the folder is removed when the detector is written. "
-            "Prints a JSON summary."
+            "Fits the fused detector (all --patch-sizes, mean of the normalised scores) on "
+            "anomaly-free images only: the Student-Teacher (--method st, the paper) or GCAD "
+            "(--method gcad, thesis ch. 7: a local and a global branch, for logical anomalies as "
+            "well). A seeded 10 % of the images is held out to normalise the scores and to "
+            "estimate the thresholds (max, quantile, k-sigma; --threshold picks the one that "
+            "decides). Per-scale checkpoints go to <out>.work/ so that an interrupted run resumes "
+            "when called again; the folder is removed when the detector is written. Prints a JSON "
+            "summary."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -60,34 +64,47 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     """How the detector is fitted; every default is the field's default of DetectorConfig."""
     defaults = DetectorConfig()
     p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=defaults.method,
+        help="st: Student-Teacher scales (paper); gcad: GCAD scales (thesis ch. 7)",
+    )
+    spelled = "; ".join(f"{' '.join(map(str, v))} for {k}" for k, v in DEFAULT_PATCH_SIZES.items())
+    p.add_argument(
         "--patch-sizes",
         type=int,
         nargs="+",
-        default=list(defaults.patch_sizes),
-        choices=list(defaults.patch_sizes),
+        default=argparse.SUPPRESS,
+        choices=list(PATCH_SIZES),
+        help=f"receptive fields fused (default: {spelled})",
     )
     p.add_argument(
-        "--image-size", type=int, default=defaults.image_size, help="side the images are zoomed to"
+        "--image-size",
+        type=int,
+        default=defaults.image_size,
+        help="side the images are zoomed to (gcad: a multiple of 32)",
     )
-    p.add_argument(
+    st = p.add_argument_group("Student-Teacher (--method st)")
+    st.add_argument(
         "--epochs", type=int, default=defaults.training.epochs, help="student training epochs"
     )
-    p.add_argument(
+    st.add_argument(
         "--batch-size",
         type=int,
         default=defaults.training.batch_size,
         help="images (or windows, with --crop) per step",
     )
-    p.add_argument(
+    st.add_argument(
         "--crop",
         type=int,
         default=None,
         help="train on random N×N windows of output pixels inside each image instead of whole "
         "images (faster steps; default: whole images)",
     )
-    p.add_argument(
+    st.add_argument(
         "--students", type=int, default=defaults.students, help="students per receptive field"
     )
+    _add_gcad_arguments(p)
     p.add_argument(
         "--threshold",
         choices=RULES,
@@ -122,6 +139,43 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_gcad_arguments(p: argparse.ArgumentParser) -> None:
+    """GCAD's training and U-Net size; defaults: DetectorConfig(method="gcad").gcad (the thesis)."""
+    gcad = DetectorConfig(method="gcad").gcad
+    g = p.add_argument_group("GCAD (--method gcad)")
+    g.add_argument(
+        "--gcad-epochs",
+        type=int,
+        default=gcad.training.epochs,
+        help="GCAD training epochs; the thesis' schedule (skip weights faded out by epoch 100, "
+        "L_glo from epoch 50, of 500) is scaled to them",
+    )
+    g.add_argument(
+        "--gcad-batch-size", type=int, default=gcad.training.batch_size, help="images per step"
+    )
+    g.add_argument(
+        "--gcad-augment",
+        nargs="*",
+        choices=AUGMENTATIONS,
+        default=list(gcad.training.augment),
+        metavar="AUG",
+        help=f"training augmentations among {', '.join(AUGMENTATIONS)} (thesis Tables 6.2, 7.4 "
+        "per category)",
+    )
+    g.add_argument(
+        "--gcad-unet-width",
+        type=int,
+        default=gcad.model.unet_width,
+        help="channels of the first level of R_loc and R_glo (doubled per level)",
+    )
+    g.add_argument(
+        "--gcad-unet-depth",
+        type=int,
+        default=gcad.model.unet_depth,
+        help="levels of R_loc and R_glo",
+    )
+
+
 def _good_images(args: argparse.Namespace) -> list[Path]:
     """The good image files of ``--images`` or ``--data-root/--category`` (errors: ValueError)."""
 
@@ -146,12 +200,39 @@ def _image_files(folder: Path) -> list[Path]:
     return [item.path for item in collect_images([folder])]
 
 
+def _gcad_settings(args: argparse.Namespace):
+    """GCADFitSettings of the GCAD options (None for --method st)."""
+    from dataclasses import replace
+
+    from ust.train.gcad import GCADFitSettings, GCADTrainingConfig
+
+    if args.method != "gcad":
+        return None
+    base = DetectorConfig(method="gcad").gcad
+    return GCADFitSettings(
+        model=replace(
+            base.model,
+            image_size=args.image_size,
+            unet_width=args.gcad_unet_width,
+            unet_depth=args.gcad_unet_depth,
+        ),
+        training=GCADTrainingConfig.for_budget(
+            args.gcad_epochs,
+            batch_size=args.gcad_batch_size,
+            lr=base.training.lr,
+            weight_decay=base.training.weight_decay,
+            seed=args.seed,
+            augment=tuple(args.gcad_augment),
+        ),
+    )
+
+
 def _config(args: argparse.Namespace):
     from ust.detector import DetectorConfig
     from ust.train.students import StudentTrainingConfig
 
     return DetectorConfig(
-        patch_sizes=tuple(args.patch_sizes),
+        patch_sizes=tuple(getattr(args, "patch_sizes", None) or ()) or None,
         image_size=args.image_size,
         students=args.students,
         training=StudentTrainingConfig(
@@ -161,6 +242,8 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
         threshold_rule=args.threshold,
         false_alarm_rate=args.false_alarm_rate,
+        method=args.method,
+        gcad=_gcad_settings(args),
     )
 
 
@@ -194,6 +277,7 @@ def run_fit(args: argparse.Namespace) -> int:
     image = detector.image_calibration
     summary = {
         "detector": str(out),
+        "method": config.method,
         "patch_sizes": list(config.patch_sizes),
         "image_size": config.image_size,
         "n_train": len(images) - (len(cal.images) if val_images is None else 0),

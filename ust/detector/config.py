@@ -1,14 +1,22 @@
-"""The configuration of a fused detector: scales, input size, ensemble, training and threshold rule."""
+"""The configuration of a fused detector: method, scales, input size, training and threshold rule."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from ust.io import jsonable
 from ust.method.networks import PATCH_SIZES
 from ust.train.fit import FitSettings
+from ust.train.gcad import GCADFitSettings
 
 # The segmentation rules a detector can decide with (keys of ust.eval.thresholds.estimate_thresholds).
 THRESHOLD_RULES: tuple[str, ...] = ("max", "quantile", "k_sigma")
+
+#: "st": the Student–Teacher detector (paper); "gcad": GCAD (thesis ch. 7)
+METHODS: tuple[str, ...] = ("st", "gcad")
+
+#: the receptive fields each method fuses by default (paper §3.3: 17, 33, 65; thesis §7.3: 17, 33)
+DEFAULT_PATCH_SIZES: dict[str, tuple[int, ...]] = {"st": PATCH_SIZES, "gcad": (17, 33)}
 
 
 def threshold_rule(name: str) -> str:
@@ -27,22 +35,51 @@ class DetectorConfig(FitSettings):
     ``students``, ``training``, ``val_fraction``, ``seed``, ``inference_batch_size``) plus
 
     Attributes:
-        patch_sizes: receptive fields p of the fused scales (paper: 17, 33, 65).
+        patch_sizes: receptive fields p of the fused scales; ``None``: the method's default
+            (:data:`DEFAULT_PATCH_SIZES`: 17, 33, 65 for ``st``; 17, 33 for ``gcad``).
         threshold_rule: ``max``, ``quantile`` or ``k_sigma``
             (docs/decisions.md#segmentation-thresholds); all are stored, this one outlines pixels.
         false_alarm_rate: target share of good images called anomalous; the image threshold is
             calibrated for it on the validation images' scores (docs/decisions.md#image-threshold).
+        method: ``st`` (one calibrated Student–Teacher per scale: ``students``, ``training``) or
+            ``gcad`` (one calibrated GCAD model per scale: ``gcad``; docs/decisions.md#gcad-detector).
+        gcad: how each GCAD model is fitted (:class:`ust.train.gcad.GCADFitSettings`: architecture
+            and training); only with ``method="gcad"``, where ``None`` means the thesis' settings.
+            Its ``model.image_size``, ``seed`` and ``inference_batch_size`` are always the
+            detector's own (declared once here), whatever was passed.
     """
 
-    patch_sizes: tuple[int, ...] = PATCH_SIZES
+    patch_sizes: tuple[int, ...] | None = None
     threshold_rule: str = "quantile"
     false_alarm_rate: float = 0.01
+    method: str = "st"
+    gcad: GCADFitSettings | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "patch_sizes", tuple(int(p) for p in self.patch_sizes))
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+        sizes = DEFAULT_PATCH_SIZES[self.method] if self.patch_sizes is None else self.patch_sizes
+        object.__setattr__(self, "patch_sizes", tuple(int(p) for p in sizes))
         object.__setattr__(self, "threshold_rule", threshold_rule(self.threshold_rule))
+        object.__setattr__(self, "gcad", self._gcad_settings())
         self.validate()
+
+    def _gcad_settings(self) -> GCADFitSettings | None:
+        """The GCAD settings with the detector's image size, seed and inference batch size."""
+        if self.method != "gcad":
+            if self.gcad is not None:
+                raise ValueError("gcad settings apply to method='gcad' only (pass gcad=None)")
+            return None
+        gcad = self.gcad if self.gcad is not None else GCADFitSettings()
+        if isinstance(gcad, dict):  # read back from a file
+            gcad = GCADFitSettings(**gcad)
+        return replace(
+            gcad,
+            model=replace(gcad.model, image_size=self.image_size),
+            seed=self.seed,
+            inference_batch_size=self.inference_batch_size,
+        )
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
@@ -64,4 +101,5 @@ class DetectorConfig(FitSettings):
         """Plain-Python form (tuples as lists), as stored in detector files."""
         d = asdict(self)
         d["patch_sizes"] = list(self.patch_sizes)
+        d["gcad"] = jsonable(d["gcad"])
         return d

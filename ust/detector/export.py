@@ -7,9 +7,13 @@ operations that ``torch.jit.trace`` and the TorchScript-based ``torch.onnx.expor
    as two matrix products whose weights are built in the graph from H and W (neither exporter
    supports antialiased resizing; ONNX Resize's ``antialias`` differs from torch's by up to 0.02),
    then clamped to [0, 1] and ImageNet-normalised;
-2. per scale the dense teacher and students at the fixed size S (multi-pooling as in
-   :mod:`ust.method.dense`, with max-pool + reshape instead of the eager strided views and the
-   batch left dynamic), e, v and ẽ + ṽ with the stored statistics;
+2. per scale, Student–Teacher (``method="st"``): the dense teacher and students at the fixed size
+   S (multi-pooling as in :mod:`ust.method.dense`, with max-pool + reshape instead of the eager
+   strided views and the batch left dynamic), e, v and ẽ + ṽ with the stored statistics;
+   GCAD (``method="gcad"``): the dense E_loc (μ/σ folded into its last layer) in the same way,
+   R_loc, E_glo with its final skip weights (its bottleneck kernel is built for S, which the zoom
+   guarantees) and R_glo as they are, A_loc and A_glo and Ã_loc + Ã_glo with the stored
+   statistics (U only serves the training loss L_kd and is not in the graph);
 3. the mean over scales, upsampled bilinearly (``align_corners=False``) back to H × W.
 
 Outputs: ``anomaly_map`` (B, H, W) float32 (score units) and ``image_score`` (B,) = its maximum.
@@ -42,6 +46,7 @@ from torch import nn
 from ust.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ust.io import atomic_write, atomic_write_text
 from ust.method.dense import dense_net
+from ust.method.gcad import GCAD
 from ust.method.networks import PatchNet
 from ust.method.scoring import ScoreStats
 
@@ -152,6 +157,40 @@ class _ScaleGraph(nn.Module):
         return (e - e_mean) / e_std + (v - v_mean) / v_std
 
 
+class _GCADScaleGraph(nn.Module):
+    """Ã_loc + Ã_glo of one GCAD model (:meth:`ust.method.gcad.GCAD.anomaly_maps`): normalised
+    images (B, 3, S, S) → (B, S, S)."""
+
+    def __init__(self, model: GCAD, size: int):
+        super().__init__()
+        if model.config.image_size != size:
+            raise ValueError(
+                f"the GCAD model of p={model.p} takes {model.config.image_size}² images, the "
+                f"detector zooms to {size}²"
+            )
+        self.e_loc = _DenseGraph(model.e_loc, size)  # μ/σ folded into its last convolution
+        self.r_loc, self.e_glo, self.r_glo = (
+            copy.deepcopy(net).eval().requires_grad_(False)
+            for net in (model.r_loc, model.e_glo, model.r_glo)
+        )  # E_glo keeps its skip_weights buffer: the weights training ended with
+        st = model.score_stats
+        self.stats = (st.loc_mean, st.loc_std, st.glo_mean, st.glo_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a_loc = (self.e_loc(x) - self.r_loc(x)).pow(2).sum(1)
+        a_glo = (self.e_glo(x) - self.r_glo(x)).pow(2).sum(1)
+        loc_mean, loc_std, glo_mean, glo_std = self.stats
+        return (a_loc - loc_mean) / loc_std + (a_glo - glo_mean) / glo_std
+
+
+def scale_graph(model, size: int) -> nn.Module:
+    """The graph of one calibrated scale (a StudentTeacher or a GCAD model) at input side ``size``:
+    normalised images (B, 3, S, S) → its normalised map (B, S, S)."""
+    if isinstance(model, GCAD):
+        return _GCADScaleGraph(model, size)
+    return _ScaleGraph(model, model.score_stats, size)
+
+
 class DetectorGraph(nn.Module):
     """The fused detector as one traceable module: images (B, 3, H, W) float32 in [0, 1] →
     (anomaly_map (B, H, W), image_score (B,)); see the module docstring."""
@@ -160,8 +199,7 @@ class DetectorGraph(nn.Module):
         super().__init__()
         self.size = detector.image_size
         self.scales = nn.ModuleList(
-            _ScaleGraph(detector.models[p], detector.score_stats[p], self.size)
-            for p in detector.patch_sizes
+            scale_graph(detector.models[p], self.size) for p in detector.patch_sizes
         )
         self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -245,6 +283,7 @@ def thresholds_json(detector, fmt: str, fixed_size: tuple[int, int] | None) -> d
         "supported_false_alarm_rate": detector.image_calibration.supported_rate,
         "colour_range": [vmin, vmax],
         "image_size": detector.image_size,
+        "method": detector.method,
         "patch_sizes": list(detector.patch_sizes),
     }
 

@@ -2,13 +2,17 @@
 
 Layout (a dict, readable with ``torch.load(path, weights_only=True)``)::
 
-    format        "ust.detector/1"
+    format        "ust.detector/2" (files written as "ust.detector/1" load too)
     ust_version   ust.__version__ of the writer; a file from another version is refused
     sha256        hex SHA-256 of ``payload``; a mismatch means the file is corrupt
     payload       bytes: torch.save of the detector's content (plain dicts, lists, floats, tensors)
 
 The payload is serialised separately so that its hash covers every byte of the content (weights,
-statistics, thresholds, configuration). Nothing in the file is executed on loading
+statistics, thresholds, configuration). It holds ``config`` (``DetectorConfig.to_dict``: since
+format 2 with ``method`` and, for GCAD, ``gcad``), ``calibration`` and ``scales``: per patch size
+one entry whose ``kind`` says the model: ``"st"`` (teacher, students, μ/σ, e/v statistics) or
+``"gcad"`` (teacher configuration, GCAD architecture and the model's whole ``state_dict``). Format 1
+(Student–Teacher only) had no ``method`` and no ``kind``: such a file is read as ``st``. Nothing in the file is executed on loading
 (``weights_only=True`` at both levels).
 """
 
@@ -24,7 +28,9 @@ import torch
 
 from ust.io import atomic_write
 
-FORMAT = "ust.detector/1"
+FORMAT = "ust.detector/2"
+#: the formats this version reads (1: Student–Teacher scales only, without ``kind``/``method``)
+READABLE_FORMATS = ("ust.detector/1", FORMAT)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
 
 
@@ -66,7 +72,7 @@ def _read_outer(path: Path) -> Any:
 
 
 def _check_outer(outer: Any, path: Path) -> None:
-    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+    if not isinstance(outer, dict) or outer.get("format") not in READABLE_FORMATS:
         hint = ""
         if isinstance(outer, dict) and {"state_dict", "net_config"} <= set(outer):
             hint = " (it is a teacher file: pass it to `ust fit --teacher-dir`)"

@@ -1,13 +1,17 @@
 """The steps of :meth:`ust.detector.Detector.fit` on anomaly-free images (paper §3.2 and §4.2).
 
 Steps: hold out a seeded validation split of the good images (docs/decisions.md#validation-split),
-zoom every image to ``image_size``², then fit each scale p with
-:func:`ust.train.fit.fit_student_teacher`, the recipe the MVTec protocol uses too (μ/σ, students,
-e/v statistics stored in the model). Finally the fused maps of the validation images at their
-original sizes give the thresholds (docs/decisions.md#segmentation-thresholds).
+zoom every image to ``image_size``², then fit each scale p with the method's recipe:
+:func:`ust.train.fit.fit_student_teacher` for ``method="st"``, the recipe the MVTec protocol uses
+too (μ/σ, students, e/v statistics stored in the model), or :func:`ust.train.gcad.fit_gcad` for
+``method="gcad"``, the recipe of the MVTec LOCO AD experiment (μ/σ folded into E_loc, the four
+trained networks, A_loc/A_glo statistics stored in the model; docs/decisions.md#gcad-detector).
+Finally the fused maps of the validation images at their original sizes give the thresholds
+(docs/decisions.md#segmentation-thresholds).
 
-With ``work_dir`` each scale works in ``<work_dir>/p<p>/`` (see :mod:`ust.train.fit`): an
-interrupted fit resumes from its last epoch and a finished scale is reused.
+With ``work_dir`` each scale works in ``<work_dir>/p<p>/`` (see :mod:`ust.train.fit` and
+:mod:`ust.train.gcad`): an interrupted fit resumes from its last epoch and a finished scale is
+reused.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from tqdm.auto import tqdm
 from ust.data.mvtec import split_train_val
 from ust.detector.config import DetectorConfig
 from ust.detector.images import as_image, as_items, sizes_of, zoom
+from ust.method.gcad import GCAD
 from ust.method.networks import PatchNet
 from ust.method.students import StudentTeacher
 from ust.method.teacher import find_teacher, resolve_teacher
 from ust.train.fit import FitData, fit_student_teacher
+from ust.train.gcad import fit_gcad
 
 
 def resolve_teachers(
@@ -103,6 +109,19 @@ def load_fit_data(
     return FitData(train, val, train_names, val_names, val_sizes)
 
 
+def fit_scale(
+    teacher: PatchNet,
+    data: FitData,
+    config: DetectorConfig,
+    work: Path | None,
+    progress: bool,
+) -> StudentTeacher | GCAD:
+    """The calibrated model of one scale by ``config.method``'s recipe (resumable in ``work``)."""
+    if config.method == "gcad":
+        return fit_gcad(teacher, data, config.gcad, work, progress=progress)
+    return fit_student_teacher(teacher, data, config, work, progress=progress).model
+
+
 def fit_scales(
     good_images: Any,
     teachers: Any,
@@ -112,17 +131,15 @@ def fit_scales(
     device: str | torch.device = "cpu",
     progress: bool = True,
     val_images: Any = None,
-) -> tuple[dict[int, StudentTeacher], FitData]:
-    """The calibrated scale of every p of ``config`` (:func:`ust.train.fit.fit_student_teacher`)
-    and the data they were fitted on (the validation part calibrates the detector's thresholds).
-    Arguments as :meth:`ust.detector.Detector.fit`."""
+) -> tuple[dict[int, StudentTeacher | GCAD], FitData]:
+    """The calibrated scale of every p of ``config`` (:func:`fit_scale`) and the data they were
+    fitted on (the validation part calibrates the detector's thresholds). Arguments as
+    :meth:`ust.detector.Detector.fit`."""
     device = torch.device(device)
     teacher_nets = resolve_teachers(teachers, config.patch_sizes, device)
     data = load_fit_data(good_images, config, progress, val_images)
     models = {}
     for p in config.patch_sizes:
         work = Path(work_dir) / f"p{p}" if work_dir is not None else None
-        models[p] = fit_student_teacher(
-            teacher_nets[p], data, config, work, progress=progress
-        ).model
+        models[p] = fit_scale(teacher_nets[p], data, config, work, progress)
     return models, data

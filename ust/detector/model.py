@@ -1,11 +1,16 @@
-"""The fused detector of one category: per scale a frozen teacher, its descriptor statistics, a
-student ensemble and the e/v score statistics, plus the thresholds estimated on held-out good images.
+"""The fused detector of one category: per scale a calibrated model (a frozen teacher with its
+descriptor statistics, the networks trained on the good images and their score statistics), plus the
+thresholds estimated on held-out good images.
 
-Each scale is a calibrated :class:`~ust.method.students.StudentTeacher` (teacher, μ/σ, students and
-e/v statistics in one module), the object the MVTec protocol evaluates too
-(:mod:`ust.experiments.mvtec_single`). Anomaly maps: images are zoomed to
-``image_size``² (docs/decisions.md#image-resizing), each scale gives ẽ + ṽ at that size
-(docs/decisions.md#score-normalisation), the scales are averaged
+Each scale is a calibrated :class:`~ust.method.students.StudentTeacher` (``method="st"``: teacher,
+μ/σ, students and e/v statistics in one module, the object the MVTec protocol evaluates too,
+:mod:`ust.experiments.mvtec_single`) or a calibrated :class:`~ust.method.gcad.GCAD` model
+(``method="gcad"``: E_loc with μ/σ folded in, R_loc, E_glo, U, R_glo and the A_loc/A_glo
+statistics; docs/decisions.md#gcad-detector). Both own their calibration and give normalised maps
+with ``anomaly_maps(images, batch_size=...)``, so everything below is the same for both. Anomaly
+maps: images are zoomed to ``image_size``² (docs/decisions.md#image-resizing), each scale gives its
+normalised score (ẽ + ṽ, docs/decisions.md#score-normalisation; or Ã_loc + Ã_glo) at that size,
+the scales are averaged
 (docs/decisions.md#multiscale-fusion) and the fused map is upsampled bilinearly to each image's
 original size (docs/decisions.md#evaluation-resolution). The image score is the map's maximum
 (docs/decisions.md#image-score). Two thresholds, two meanings: a pixel is anomalous when its score
@@ -31,9 +36,15 @@ from ust.detector.files import DetectorFileError, read_detector_file, write_dete
 from ust.detector.fit import fit_scales
 from ust.detector.images import as_images, as_items, sizes_of, zoom
 from ust.eval.thresholds import ImageThreshold, calibrate_image_threshold, estimate_thresholds
+from ust.method.gcad import GCAD, GCADConfig, GCADScoreStats
 from ust.method.networks import NetConfig, PatchNet
 from ust.method.scoring import ScoreStats, fuse_multiscale
 from ust.method.students import StudentTeacher, make_students
+
+#: a calibrated scale: anything with ``calibrated``, ``score_stats`` and ``anomaly_maps``
+ScaleModel = StudentTeacher | GCAD
+#: the model class of each method (DetectorConfig.method)
+SCALE_MODELS: dict[str, type] = {"st": StudentTeacher, "gcad": GCAD}
 
 
 @dataclass
@@ -98,16 +109,18 @@ class Prediction:
 
 
 class Detector:
-    """A fitted Student-Teacher detector fusing several receptive fields (paper §3.3, Eq. 12).
+    """A fitted detector fusing several receptive fields (paper §3.3, Eq. 12; thesis §7.3).
 
     Build one with :meth:`fit` (from good images and teachers) or :meth:`load`; use it with
-    :meth:`predict`; write it with :meth:`save`. ``models[p]`` is the calibrated
-    :class:`StudentTeacher` of scale p (with its μ/σ and e/v statistics).
+    :meth:`predict`; write it with :meth:`save`. ``models[p]`` is the calibrated model of scale p:
+    a :class:`StudentTeacher` (with its μ/σ and e/v statistics) when ``config.method`` is ``st``,
+    a :class:`~ust.method.gcad.GCAD` model (with its μ/σ and A_loc/A_glo statistics) when it is
+    ``gcad``.
     """
 
     def __init__(
         self,
-        models: Mapping[int, StudentTeacher],
+        models: Mapping[int, ScaleModel],
         config: DetectorConfig,
         calibration: Calibration | None = None,
     ):
@@ -116,9 +129,16 @@ class Detector:
                 f"models {sorted(models)} must cover the configured patch sizes "
                 f"{list(config.patch_sizes)}"
             )
+        kind = SCALE_MODELS[config.method]
+        foreign = [p for p, m in models.items() if not isinstance(m, kind)]
+        if foreign:
+            raise ValueError(
+                f"the models of p = {foreign} are not {kind.__name__} models (method "
+                f"{config.method!r})"
+            )
         uncalibrated = [p for p, m in models.items() if not m.calibrated]
         if uncalibrated:
-            raise ValueError(f"the models of p = {uncalibrated} have no e/v statistics")
+            raise ValueError(f"the models of p = {uncalibrated} have no score statistics")
         self.config = config
         self.models = {p: models[p].eval() for p in config.patch_sizes}
         self.calibration = calibration
@@ -126,9 +146,15 @@ class Detector:
 
     # ------------------------------------------------------------------------------- properties
     @property
-    def score_stats(self) -> dict[int, ScoreStats]:
-        """The e/v statistics of every scale (read from the models)."""
+    def score_stats(self) -> dict[int, ScoreStats | GCADScoreStats]:
+        """The score statistics of every scale (read from the models): e/v for ``st``,
+        A_loc/A_glo for ``gcad``."""
         return {p: m.score_stats for p, m in self.models.items()}
+
+    @property
+    def method(self) -> str:
+        """``st`` (Student–Teacher scales) or ``gcad`` (GCAD scales)."""
+        return self.config.method
 
     @property
     def patch_sizes(self) -> tuple[int, ...]:
@@ -140,7 +166,7 @@ class Detector:
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.models.values())).target_mean.device
+        return next(next(iter(self.models.values())).parameters()).device
 
     @property
     def threshold_rule(self) -> str:
@@ -195,7 +221,8 @@ class Detector:
 
     # ---------------------------------------------------------------------------------- scoring
     def network_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused ẽ + ṽ at network resolution: zoomed images (N, 3, S, S) in [0, 1] → (N, S, S)."""
+        """Fused normalised scores (ẽ + ṽ or Ã_loc + Ã_glo) at network resolution: zoomed images
+        (N, 3, S, S) in [0, 1] → (N, S, S)."""
         batch = self.config.inference_batch_size
         return fuse_multiscale(
             [self.models[p].anomaly_maps(x, batch_size=batch) for p in self.patch_sizes]
@@ -314,27 +341,49 @@ class Detector:
         return detector.to(device)
 
 
-def _payload(detector: Detector) -> dict[str, Any]:
-    """The detector's content as plain Python values and CPU tensors (what the file stores)."""
-    scales = {}
-    for p, model in detector.models.items():
-        scales[str(p)] = {
-            "teacher_config": asdict(model.teacher.config),
-            "teacher": {k: v.cpu() for k, v in model.teacher.state_dict().items()},
-            "students": {k: v.cpu() for k, v in model.students.state_dict().items()},
-            "m": model.m,
-            "target_mean": model.target_mean.cpu(),
-            "target_std": model.target_std.cpu(),
-            "score_stats": model.score_stats.to_dict(),
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in state.items()}
+
+
+def _scale_payload(model: ScaleModel) -> dict[str, Any]:
+    """One scale as plain values and CPU tensors; ``kind`` says which model it is (a scale
+    without ``kind``, from a ``ust.detector/1`` file, is a Student–Teacher)."""
+    if isinstance(model, GCAD):
+        return {
+            "kind": "gcad",
+            "teacher_config": asdict(model.e_loc.config),
+            "config": asdict(model.config),
+            "state": _cpu(model.state_dict()),  # weights, μ/σ, skip weights, score statistics
         }
     return {
+        "kind": "st",
+        "teacher_config": asdict(model.teacher.config),
+        "teacher": _cpu(model.teacher.state_dict()),
+        "students": _cpu(model.students.state_dict()),
+        "m": model.m,
+        "target_mean": model.target_mean.cpu(),
+        "target_std": model.target_std.cpu(),
+        "score_stats": model.score_stats.to_dict(),
+    }
+
+
+def _payload(detector: Detector) -> dict[str, Any]:
+    """The detector's content as plain Python values and CPU tensors (what the file stores)."""
+    return {
         "config": detector.config.to_dict(),
-        "scales": scales,
+        "scales": {str(p): _scale_payload(m) for p, m in detector.models.items()},
         "calibration": asdict(detector.calibration),
     }
 
 
-def _scale_from_payload(entry: dict[str, Any]) -> StudentTeacher:
+def _scale_from_payload(entry: dict[str, Any]) -> ScaleModel:
+    kind = entry.get("kind", "st")
+    if kind == "gcad":
+        model = GCAD(PatchNet(NetConfig(**entry["teacher_config"])), GCADConfig(**entry["config"]))
+        model.load_state_dict(entry["state"])
+        return model.eval()
+    if kind != "st":
+        raise ValueError(f"unknown scale kind {kind!r}")
     teacher = PatchNet(NetConfig(**entry["teacher_config"]))
     teacher.load_state_dict(entry["teacher"])
     model = StudentTeacher(teacher, make_students(teacher, entry["m"]))

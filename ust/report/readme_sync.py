@@ -38,6 +38,7 @@ SNAPSHOT_FILES = (
     "teachers.md",
     "oneclass.md",
     "mvtec.md",
+    "loco.md",
     "timings.md",
     "claims.md",
     "summary.json",
@@ -86,6 +87,10 @@ BUDGET_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
             "ssim_ae_stride",
         )
     ),
+    "loco": _TEACHER_BUDGET
+    + tuple(("loco_data", k) for k in ("image_size", "n_train"))
+    + tuple(("loco_train", k) for k in ("image_size", "epochs", "students"))
+    + tuple(("gcad", k) for k in ("epochs", "batch_size", "unet_depth", "unet_width")),
 }
 
 
@@ -386,6 +391,22 @@ def rederive_claims(
     return path.parent / "claims.md"
 
 
+def loco_report_tables() -> tuple[str, dict]:
+    """``loco.md`` (:func:`ust.report.tables_loco.loco_tables`) under its "run instead" line."""
+    from ust.report.tables_loco import loco_tables
+
+    text, summary = loco_tables()
+    params = load_params()
+    data = params["loco_data"]
+    where = (
+        f"the offline scene set ({data['image_size']} px, {data['n_train']} training images per "
+        f"category)"
+        if data["synthetic"]
+        else f"MVTec LOCO AD at `{data['root']}`"
+    )
+    return f"Data: {where}. " + run_instead("loco") + text, summary
+
+
 def _mvtec_data_label(params: dict) -> str:
     data = params["mvtec_data"]
     if data["synthetic"]:
@@ -520,6 +541,8 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
     atomic_write_text(out / "oneclass.md", oc_text)
     mv_text, mv_summary = mvtec_report_tables()
     atomic_write_text(out / "mvtec.md", mv_text)
+    loco_text, loco_summary = loco_report_tables()
+    atomic_write_text(out / "loco.md", loco_text)
     atomic_write_text(out / "timings.md", timings_table())
     mvtec_figures(out=out)
     write_summary_figures(out)
@@ -538,6 +561,7 @@ def write_tables(out: str | os.PathLike = "figures") -> dict:
         },
         "oneclass_mean_auc": oc_means,
         "mvtec": mv_summary,
+        "loco_au_spro": loco_summary,
         "steps": training_steps(
             resolve("results/teachers"),
             resolve("results/oneclass"),
