@@ -425,3 +425,11 @@ def test_notebook_50_runs_on_smoke_substitutes(tmp_path):
     assert Detector.load(out / "detector.pt").patch_sizes == (33,)
     assert len(read_csv(out / "predictions" / "scores.csv")) == 3
     assert len(list((out / "predictions" / "overlays").rglob("*.png"))) == 3
+    import nbformat
+
+    executed = nbformat.read(tmp_path / "50.ipynb", as_version=4)
+    last = executed.cells[-1].outputs
+    html = "".join(o.get("data", {}).get("text/html", "") for o in last)
+    assert "good images" in html and "rejected" in html  # the confusion counts are shown
+    printed = "".join(o.get("text", "") for o in last if o.get("output_type") == "stream")
+    assert "au_pro" in printed and "image_auroc" in printed

@@ -9,12 +9,7 @@ metrics.json structure (AU-sPRO per subset at five FPR limits, image ROC-AUC) an
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
@@ -54,78 +49,6 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_evaluate)
-
-
-# ------------------------------------------------------------------------------------- methods
-@dataclass
-class DetectorMethod:
-    """A fitted :class:`~ust.detector.Detector` as a protocol method: the maps of
-    :meth:`Detector.predict` (at the original sizes). For every sample key it records the image
-    score, the decision at the stored image threshold (``score > image_threshold``) and
-    (pixels above the stored pixel threshold, pixels)."""
-
-    detector: Any
-    batch_size: int = 8
-    scores: dict[str, float] = field(default_factory=dict)
-    anomalous: dict[str, bool] = field(default_factory=dict)
-    pixels_above: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def anomaly_maps(self, samples: Sequence[Any], *, progress: bool = False) -> list[np.ndarray]:
-        from tqdm.auto import tqdm
-
-        maps: list[np.ndarray] = []
-        starts = range(0, len(samples), self.batch_size)
-        for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
-            chunk = samples[start : start + self.batch_size]
-            pred = self.detector.predict([s.path for s in chunk], batch_size=self.batch_size)
-            for sample, score, decision, mask in zip(
-                chunk, pred.scores, pred.anomalous, pred.masks
-            ):
-                self.scores[sample.key] = float(score)
-                self.anomalous[sample.key] = bool(decision)
-                self.pixels_above[sample.key] = (int(np.count_nonzero(mask)), int(mask.size))
-            maps += pred.maps
-        return maps
-
-
-def decisions(detector: Any, method: DetectorMethod, test: Sequence[Any]) -> dict:
-    """The detector's decisions on the test images at its stored thresholds: confusion counts at
-    the image threshold (an image is rejected when its score exceeds it), the observed
-    false-alarm rate on the good images beside the configured target, and the share of the good
-    images' pixels above the pixel threshold."""
-    good = [s for s in test if not s.is_anomalous]
-    defective = [s for s in test if s.is_anomalous]
-    rejected = sum(method.anomalous[s.key] for s in good)
-    by_defect: dict[str, int] = {}
-    for s in defective:
-        by_defect[s.defect] = by_defect.get(s.defect, 0) + (not method.anomalous[s.key])
-    above = sum(method.pixels_above[s.key][0] for s in good)
-    pixels = sum(method.pixels_above[s.key][1] for s in good)
-    return {
-        "image_threshold": float(detector.image_threshold),
-        "target_false_alarm_rate": float(detector.false_alarm_rate),
-        "threshold_rule": detector.threshold_rule,
-        "pixel_threshold": float(detector.threshold),
-        "good_images": len(good),
-        "good_rejected": int(rejected),
-        "defective_images": len(defective),
-        "defective_accepted": int(sum(by_defect.values())),
-        "defective_accepted_by_defect": by_defect,
-        "observed_false_alarm_rate": rejected / len(good) if good else None,
-        "good_pixels_above_threshold": above / pixels if pixels else None,
-    }
-
-
-# ------------------------------------------------------------------------------------- running
-def load_index(data_root: Path, category: str):
-    """The validated category: MVTec LOCO AD when :func:`ust.data.loco.is_loco_category`, else
-    MVTec AD (both raise a ValueError naming the file at fault)."""
-    from ust.data.loco import is_loco_category, validate_loco_category
-    from ust.data.mvtec import validate_category
-
-    if is_loco_category(data_root, category):
-        return validate_loco_category(data_root, category)
-    return validate_category(data_root, category)
 
 
 def summary(result: dict) -> str:
@@ -171,6 +94,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    from ust.detector.evaluation import load_index
+
     data_root = args.data_root.expanduser().resolve()
     index = load_index(data_root, args.category)
     progress = not args.no_progress
@@ -189,15 +114,11 @@ def _evaluate(args: argparse.Namespace) -> dict:
 
 def _evaluate_model(args: argparse.Namespace, index, data_root: Path, progress: bool) -> dict:
     from ust.detector import Detector
-    from ust.experiments.protocol import evaluate
+    from ust.detector.evaluation import evaluate_detector
     from ust.train.device import resolve_device
 
     detector = Detector.load(args.model, device=resolve_device(args.device))
-    method = DetectorMethod(detector, args.batch_size)
-    extra = {
-        "model": str(args.model.expanduser().resolve()),
-        "model_sha256": detector.sha256,
-        "data_root": str(data_root),
-    }
-    result = evaluate(method, index, None, extra=extra, progress=progress)
-    return {**result, "decisions": decisions(detector, method, index.test)}
+    extra = {"model": str(args.model.expanduser().resolve()), "data_root": str(data_root)}
+    return evaluate_detector(
+        detector, index, batch_size=args.batch_size, extra=extra, progress=progress
+    )

@@ -3,9 +3,10 @@
 ``python -m ust.stages.own_images figures/own_images`` fits a detector with ``ust fit`` on the
 anomaly-free training images of the first MVTec-layout category of ``params.yaml`` (the teachers of
 the pipeline, the students' settings of ``mvtec_train``), scores that category's test images with
-``ust predict``, exports the detector with ``ust export --format onnx --check``, and writes
-``example.md`` (the commands, what they printed, the first rows of ``scores.csv``) and one overlay
-image into the output folder. The README embeds ``example.md`` verbatim (``readme_sync``), so nothing
+``ust predict``, evaluates it on the labelled test images with ``ust evaluate --model`` (the
+confusion counts at the stored thresholds), exports the detector with ``ust export --format onnx
+--check``, and writes ``example.md`` (the commands, what they printed, the first rows of
+``scores.csv``) and one overlay image into the output folder. The README embeds ``example.md`` verbatim (``readme_sync``), so nothing
 in that section is typed by hand.
 """
 
@@ -46,7 +47,7 @@ def _rel(path: Path) -> str:
 
 
 def _commands(category: str, work: Path) -> list[list[str]]:
-    """The three command lines, with the active profile's student settings."""
+    """The four command lines, with the active profile's student settings."""
     cfg = load_config()
     train = cfg.mvtec_train_for(category)
     root = resolve(cfg.mvtec_data.root) / category
@@ -60,6 +61,8 @@ def _commands(category: str, work: Path) -> list[list[str]]:
          *(["--crop", str(train.crop)] if train.crop is not None else []),
          "--students", str(train.students), "--seed", str(train.seed), "--no-progress"],
         ["predict", "--model", _rel(model), _rel(root / "test"), "--out", _rel(work / "pred")],
+        ["evaluate", "--model", _rel(model), "--data-root", _rel(root.parent), "--category",
+         category, "--out", _rel(work / "eval")],
         ["export", "--model", _rel(model), "--format", "onnx", "--out",
          _rel(work / "detector.onnx"), "--check"],
     ]  # fmt: skip
@@ -79,9 +82,16 @@ def write_example(out_dir: str | Path, category: str | None = None) -> Path:
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="own-images-") as tmp:
         work = Path(tmp)
-        fit, predict, export = _commands(category, work)
-        _run(fit)
-        printed = {"predict": _run(predict), "export": _run(export)}
+        fit, predict, evaluate, export = _commands(category, work)
+        said = [
+            ln for ln in _run(fit).splitlines() if ln.startswith(("image threshold", "ust fit:"))
+        ]
+        printed = {
+            "fit": "\n".join(said),
+            "predict": _run(predict),
+            "evaluate": _run(evaluate),
+            "export": _run(export),
+        }
         scores = _scores_head(work / "pred" / "scores.csv")
         overlays = sorted((work / "pred" / "overlays").rglob("*.png"))
         anomalous = [p for p in overlays if "good" not in p.parts] or overlays
@@ -93,7 +103,8 @@ def write_example(out_dir: str | Path, category: str | None = None) -> Path:
             f"Run on the `{category}` category of the pipeline's MVTec-layout set with the "
             "pipeline's teachers and the active profile's student settings "
             "(`python -m ust.stages.own_images`):\n\n```console\n"
-            f"$ ust {shown(fit)}\n$ ust {shown(predict)}\n{printed['predict']}\n"
+            f"$ ust {shown(fit)}\n{printed['fit']}\n$ ust {shown(predict)}\n"
+            f"{printed['predict']}\n$ ust {shown(evaluate)}\n{printed['evaluate']}\n"
             f"$ ust {shown(export)}\n{printed['export']}\n$ head -n {SCORE_ROWS + 1} "
             f"out/pred/scores.csv\n{scores}\n```\n\n"
             f"![overlay of {anomalous[0].name}](overlay.png)\n"
