@@ -459,11 +459,7 @@ def test_substitutes_only_outside_the_pipeline_outputs(tmp_path, monkeypatch):
 
     missing = tmp_path / "no" / "teacher.pt"
     monkeypatch.setattr(stages, "stage_teacher_file", lambda p, losses: missing)
-    monkeypatch.setattr(
-        stages,
-        "teacher_path",
-        lambda p, losses: (_ for _ in ()).throw(FileNotFoundError("run `dvc repro teacher`")),
-    )
+    monkeypatch.setattr(stages, "TEACHERS", str(tmp_path / "no"))
     with pytest.raises(FileNotFoundError, match="dvc repro teacher"):
         stages.stage_teacher(33, "mc", out_dir="results/oneclass/mnist-0")
     called = []

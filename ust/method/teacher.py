@@ -298,6 +298,12 @@ def weighted_terms(terms: dict, cfg: TeacherConfig) -> dict[str, float | None]:
     return out
 
 
+def teacher_file(folder: str | os.PathLike, p: int, losses: str) -> Path:
+    """``<folder>/p<p>/<losses>/teacher.pt``: where the pipeline's teacher of receptive field ``p``
+    and loss letters ``losses`` lives, whether it exists or not."""
+    return Path(folder) / f"p{int(p)}" / losses / "teacher.pt"
+
+
 def find_teacher(folder: str | os.PathLike, p: int, losses: str | None = None) -> Path:
     """The teacher file of receptive field ``p`` in ``folder`` (the one lookup rule for folders).
 
@@ -308,7 +314,7 @@ def find_teacher(folder: str | os.PathLike, p: int, losses: str | None = None) -
     """
     folder = Path(folder)
     if losses is not None:
-        path = folder / f"p{int(p)}" / losses / "teacher.pt"
+        path = teacher_file(folder, p, losses)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} does not exist: add `p{p}-{losses}` (p: {p}, losses: {losses}) to "

@@ -34,27 +34,16 @@ def output_dir(path: str | os.PathLike) -> Path:
 # Teachers produced by the teacher stages
 
 
+#: where the teacher stages write their teachers (``p<p>/<losses>/teacher.pt``)
+TEACHERS = "results/teachers"
+
+
 def stage_teacher_file(patch_size: int, losses: str) -> Path:
-    """``results/teachers/p<p>/<losses>/teacher.pt`` (absolute), whether it exists or not."""
-    return resolve(f"results/teachers/p{int(patch_size)}/{losses}/teacher.pt")
+    """``results/teachers/p<p>/<losses>/teacher.pt`` (absolute), whether it exists or not
+    (:func:`ust.method.teacher.teacher_file`)."""
+    from ust.method.teacher import teacher_file
 
-
-def teacher_path(patch_size: int, losses: str) -> Path:
-    """``results/teachers/p<p>/<losses>/teacher.pt``, with an actionable error when missing."""
-    path = stage_teacher_file(patch_size, losses)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: add `p{patch_size}-{losses}` (p: {patch_size}, losses: {losses}) "
-            "to `teachers` in params.yaml and run `dvc repro teacher`"
-        )
-    return path
-
-
-def load_stage_teacher(patch_size: int, losses: str, device: str = "cpu"):
-    """The teacher that stage `teacher@p<patch_size>-<losses>` wrote, on ``device``."""
-    from ust.method.teacher import load_teacher
-
-    return load_teacher(teacher_path(patch_size, losses), device=device)
+    return teacher_file(resolve(TEACHERS), patch_size, losses)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,10 +107,12 @@ def substitute_teacher(patch_size: int, losses: str, out_dir: str | os.PathLike)
 def stage_teacher(
     patch_size: int, losses: str, device="cpu", *, out_dir: str | os.PathLike | None = None
 ):
-    """:func:`load_stage_teacher`, or, when that file is missing and :func:`builds_substitutes`
-    allows it for ``out_dir``, a smoke-size substitute (:func:`substitute_teacher`)."""
-    from ust.method.teacher import load_teacher
+    """The teacher that stage `teacher@p<patch_size>-<losses>` wrote (found by
+    :func:`ust.method.teacher.find_teacher`, which says how to train a missing one), or, when that
+    file is missing and :func:`builds_substitutes` allows it for ``out_dir``, a smoke-size
+    substitute (:func:`substitute_teacher`)."""
+    from ust.method.teacher import find_teacher, load_teacher
 
     if stage_teacher_file(patch_size, losses).exists() or not builds_substitutes(out_dir):
-        return load_stage_teacher(patch_size, losses, device)
+        return load_teacher(find_teacher(resolve(TEACHERS), patch_size, losses), device=device)
     return load_teacher(substitute_teacher(patch_size, losses, out_dir), device=device)
