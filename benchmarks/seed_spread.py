@@ -65,6 +65,8 @@ import torch
 
 from ust.experiments.config import PipelineConfig, load_config
 from ust.paths import resolve
+from ust.stages.mvtec import run_settings
+from ust.stages.mvtec_multiscale import feature_baseline_settings
 
 RESULTS = "benchmarks/results"
 
@@ -72,24 +74,6 @@ RESULTS = "benchmarks/results"
 def emit(row: dict, lines: list[dict]) -> None:
     print(json.dumps(row), flush=True)
     lines.append(row)
-
-
-# --------------------------------------------------------------------------------------- settings
-def mvtec_settings(train):
-    """A category's ``mvtec_train`` section → the single-scale run's settings, as the ``mvtec``
-    stage builds them."""
-    from ust.experiments.mvtec_single import MVTecRunSettings
-    from ust.experiments.protocol import EvaluationSettings
-
-    return MVTecRunSettings(train.fit_settings(), EvaluationSettings())
-
-
-def baseline_settings(base, train):
-    """``mvtec_baselines`` with the students' split → the feature baselines' settings, as the
-    ``mvtec_multiscale`` stage builds them."""
-    from ust.experiments.mvtec_baselines import FeatureBaselineSettings
-
-    return FeatureBaselineSettings.from_sections(base, train.fit_settings())
 
 
 class Setup:
@@ -149,48 +133,24 @@ class Setup:
 
     def texture_set(self, categories) -> Path:
         """The MVTec-layout root holding ``categories`` (built with the ``mvtec_data`` settings of
-        the sizes' profile where missing)."""
-        data = self.sizes.mvtec_data
-        if not data.synthetic:
+        the sizes' profile, as the ``mvtec_data`` stage builds it)."""
+        from ust.stages.mvtec_data import build_texture_set
+
+        if not self.sizes.mvtec_data.synthetic:
             if not all((self.texture_root / c).is_dir() for c in categories):
                 raise FileNotFoundError(f"MVTec AD categories missing under {self.texture_root}")
             return self.texture_root
-        missing = [c for c in categories if not (self.texture_root / c).is_dir()]
-        if missing:
-            from ust.data.synthetic import make_synthetic_mvtec
-
-            make_synthetic_mvtec(
-                self.texture_root,
-                categories=missing,
-                image_size=data.image_size,
-                crop_size=data.crop_size,
-                n_train=data.n_train,
-                n_test_good=data.n_test_good,
-                n_test_defect_per_type=data.n_test_defect_per_type,
-                seed=data.seed,
-                texture_dir=data.texture_dir,
-            )
+        if any(not (self.texture_root / c).is_dir() for c in categories):
+            grid = replace(self.sizes.mvtec, categories=tuple(categories))
+            build_texture_set(self.texture_root, replace(self.sizes, mvtec=grid))
         return self.texture_root
 
     def oneclass_task(self, dataset: str, normal_class: int, train):
-        from ust.data.oneclass import load_oneclass, prepare_fashion_mnist_from_system
+        """The one-class task with ``train``'s split (the stage's loader)."""
+        from ust.stages.oneclass import load_oneclass_task
 
-        data_cfg = self.config.oneclass_data[dataset]
-        root = self.oneclass_root or resolve(data_cfg.root)
-        source = data_cfg.source
-        if source == "system" and dataset == "fashion_mnist":
-            prepare_fashion_mnist_from_system(root)
-            source = "torchvision"
-        return load_oneclass(
-            dataset,
-            root,
-            normal_class,
-            split_seed=train.seed,
-            val_fraction=train.val_fraction,
-            download=data_cfg.download,
-            source=source,
-            max_train=train.max_train,
-            max_test=train.max_test,
+        return load_oneclass_task(
+            dataset, normal_class, config=self.config, train=train, root=self.oneclass_root
         )
 
 
@@ -224,7 +184,7 @@ def mvtec_seed(setup: Setup, category: str, seed: int) -> dict[str, dict[str, fl
             category,
             teacher=setup.teacher(p, train.teacher_losses),
             out_dir=dirs[p],
-            settings=mvtec_settings(train),
+            settings=run_settings(train),
             device="cpu",
             progress=False,
         )
@@ -235,7 +195,7 @@ def mvtec_seed(setup: Setup, category: str, seed: int) -> dict[str, dict[str, fl
     methods = setup.config.mvtec_baselines.methods
     if methods:
         teacher = setup.teacher(setup.config.mvtec_baselines.p, train.teacher_losses)
-        settings = replace(baseline_settings(base, train), methods=methods)
+        settings = replace(feature_baseline_settings(base, train), methods=methods)
         baselines = run_feature_baselines(
             root, category, teacher, out / "baselines", settings, device="cpu", progress=False
         )
@@ -250,19 +210,16 @@ def oneclass_seed(setup: Setup, dataset: str, normal_class: int, seed: int) -> d
     from ust.eval.metrics import roc_auc
     from ust.experiments.oneclass import (
         PIXEL_BASELINE,
-        OneClassBaselineSettings,
-        OneClassStudentSettings,
         pixel_nn_scores,
         run_feature_baselines,
         run_students,
     )
+    from ust.stages.oneclass import baseline_settings, student_settings
 
     train = setup.oneclass_train(dataset, seed)
     data = setup.oneclass_task(dataset, normal_class, train)
     result: dict[str, float] = {}
-    students = OneClassStudentSettings(
-        p=train.p, students=train.students, training=train.training(), seed=train.seed
-    )
+    students = student_settings(train)
     for losses in train.teacher_configs:
         res = run_students(
             data, setup.teacher(train.p, losses), students, device="cpu", progress=False
@@ -271,18 +228,9 @@ def oneclass_seed(setup: Setup, dataset: str, normal_class: int, seed: int) -> d
     if PIXEL_BASELINE in train.baselines:
         labels = data.test_labels.numpy()
         result[PIXEL_BASELINE] = float(roc_auc(pixel_nn_scores(data), labels))
-    methods = tuple(m for m in train.baselines if m != PIXEL_BASELINE)
-    if methods:
+    settings = baseline_settings(train)
+    if settings.methods:
         first = train.teacher_configs[0]
-        settings = OneClassBaselineSettings(
-            methods=methods,
-            p=train.p,
-            ae_epochs=train.ae_epochs,
-            ae_lr=train.ae_lr,
-            ae_batch=train.ae_batch,
-            ae_weight_decay=train.ae_weight_decay,
-            seed=train.seed,
-        )
         aucs = run_feature_baselines(data, setup.teacher(train.p, first), settings, device="cpu")
         result.update({f"{m}:{first}": float(v) for m, v in aucs.items()})
     return result

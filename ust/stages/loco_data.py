@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ust.experiments.config import PipelineConfig, load_config
+from ust.experiments.config import LocoDataConfig, PipelineConfig, load_config
 from ust.paths import resolve
 
 #: where the stage builds the offline set (``loco_data.root`` when synthetic)
@@ -21,10 +21,27 @@ LOCO_SET = "data/loco"
 NOTE = "NOT_BUILT.txt"
 
 
-def run(out_dir: str | os.PathLike = LOCO_SET, config: PipelineConfig | None = None) -> Path:
-    """The stage: the scene set in ``out_dir`` (``synthetic: true``), else a note there."""
+def build_loco_set(root: str | os.PathLike, data: LocoDataConfig, categories) -> list[str]:
+    """Write the scene set of ``loco_data`` section ``data`` for ``categories`` into ``root``
+    (:func:`ust.data.loco_scenes.make_loco_set`); returns the category names."""
     from ust.data.loco_scenes import make_loco_set
 
+    return make_loco_set(
+        root,
+        categories,
+        image_size=data.image_size,
+        n_train=data.n_train,
+        n_validation=data.n_validation,
+        n_test_good=data.n_test_good,
+        n_test_per_kind=data.n_test_per_kind,
+        seed=data.seed,
+        texture_dir=data.texture_dir,
+        overwrite=True,
+    )
+
+
+def run(out_dir: str | os.PathLike = LOCO_SET, config: PipelineConfig | None = None) -> Path:
+    """The stage: the scene set in ``out_dir`` (``synthetic: true``), else a note there."""
     config = config or load_config()
     out = resolve(out_dir)
     data = config.loco_data
@@ -40,18 +57,7 @@ def run(out_dir: str | os.PathLike = LOCO_SET, config: PipelineConfig | None = N
             f"`loco_data.root` is {data.root!r}, but the loco_data stage builds the scene set in "
             f"{out_dir}: set `loco_data.root: {out_dir}`"
         )
-    make_loco_set(
-        out,
-        config.loco.categories,
-        image_size=data.image_size,
-        n_train=data.n_train,
-        n_validation=data.n_validation,
-        n_test_good=data.n_test_good,
-        n_test_per_kind=data.n_test_per_kind,
-        seed=data.seed,
-        texture_dir=data.texture_dir,
-        overwrite=True,
-    )
+    build_loco_set(out, data, config.loco.categories)
     return out
 
 

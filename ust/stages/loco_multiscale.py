@@ -58,9 +58,9 @@ def inputs(category: str, scale_root: str | os.PathLike, out_dir: str | os.PathL
 
 
 def _substitutes(category, out_dir, dirs, missing) -> LocoInputs:
-    from ust.data.loco_scenes import make_loco_set
     from ust.experiments.loco import run_loco_scale
     from ust.stages.loco import settings
+    from ust.stages.loco_data import build_loco_set
 
     smoke = smoke_config()
     data = smoke.loco_data
@@ -69,18 +69,7 @@ def _substitutes(category, out_dir, dirs, missing) -> LocoInputs:
         f"no finished LOCO scale run for p = {missing}: building the smoke-size scene set in "
         f"{shown(root)} and smoke-size runs beside it; `dvc repro loco` runs the real ones."
     )
-    make_loco_set(
-        root,
-        [category],
-        image_size=data.image_size,
-        n_train=data.n_train,
-        n_validation=data.n_validation,
-        n_test_good=data.n_test_good,
-        n_test_per_kind=data.n_test_per_kind,
-        seed=data.seed,
-        texture_dir=data.texture_dir,
-        overwrite=True,
-    )
+    build_loco_set(root, data, [category])
     subs = {}
     for p in dirs:
         subs[p] = substitutes_dir(out_dir) / "loco" / category / f"p{p}"

@@ -57,14 +57,23 @@ def baseline_settings(train: OneClassTrainConfig):
     )
 
 
-def load_oneclass_task(dataset: str, normal_class: int, *, config: PipelineConfig | None = None):
+def load_oneclass_task(
+    dataset: str,
+    normal_class: int,
+    *,
+    config: PipelineConfig | None = None,
+    train: OneClassTrainConfig | None = None,
+    root: str | os.PathLike | None = None,
+):
     """The one-class task of ``dataset`` with data settings from ``oneclass_data.<dataset>`` and the
-    split/subset settings of ``oneclass_train`` (with ``oneclass_dataset.<dataset>`` merged over it)."""
+    split/subset settings of ``oneclass_train`` (with ``oneclass_dataset.<dataset>`` merged over it;
+    ``train`` replaces them, ``root`` the data root, e.g. for a seed study)."""
     from ust.data.oneclass import load_oneclass, prepare_fashion_mnist_from_system
 
     config = config or load_config()
-    data_cfg, train = config.oneclass_data[dataset], config.oneclass_train_for(dataset)
-    root = resolve(data_cfg.root)
+    data_cfg = config.oneclass_data[dataset]
+    train = train or config.oneclass_train_for(dataset)
+    root = resolve(root if root is not None else data_cfg.root)
     if data_cfg.source == "system" and dataset == "fashion_mnist":
         prepare_fashion_mnist_from_system(root)
         source = "torchvision"
