@@ -1,4 +1,5 @@
-"""The fused Student-Teacher detector for inspection: fit on good images, save, load, predict, export.
+"""The fused detector for inspection (the Student–Teacher, or GCAD with ``method="gcad"``): fit on
+good images, save, load, predict, export, evaluate.
 
 ::
 
@@ -13,8 +14,9 @@ Modules: :mod:`.config` (the configuration), :mod:`.model` (the detector, its ca
 predictions), :mod:`.fit` (fitting, resumable), :mod:`.files` (the checksummed, versioned file),
 :mod:`.images` (inputs), :mod:`.export` (TorchScript / ONNX graph), :mod:`.batch` (a batch of
 files into an output folder, ``ust predict``), :mod:`.outputs` (output paths checked up front,
-folders published whole), :mod:`.render` (overlays and figures), :mod:`.demo` (data and teachers
-for notebook 50).
+folders published whole), :mod:`.render` (overlays and figures), :mod:`.report` (the
+self-contained ``report.html``), :mod:`.evaluation` (metrics and decisions on a labelled folder,
+``ust evaluate --model``), :mod:`.demo` (data and teachers for notebook 50).
 """
 
 from ust.detector.config import THRESHOLD_RULES, DetectorConfig
