@@ -244,6 +244,7 @@ def test_write_tables_calls_the_summary_figures(tmp_path, monkeypatch):
         "teachers_table": "t\n",
         "oneclass_tables": ("o\n", {}),
         "mvtec_report_tables": ("m\n", {}),
+        "loco_report_tables": ("l\n", {}),
         "timings_table": "s\n",
     }.items():
         monkeypatch.setattr(readme_sync, name, lambda value=value: value)
@@ -254,6 +255,7 @@ def test_write_tables_calls_the_summary_figures(tmp_path, monkeypatch):
     readme_sync.write_tables(tmp_path / "figs")
     assert calls == ["mvtec", tmp_path / "figs", "copy"]
     assert (tmp_path / "figs" / "mvtec.md").read_text() == "m\n"
+    assert (tmp_path / "figs" / "loco.md").read_text() == "l\n"
 
 
 def test_snapshot_copies_the_summary_figures_when_present(tmp_path, monkeypatch):
