@@ -519,7 +519,7 @@ def compact(value, depth: int = 0):
 def run_teacher(config, unit: Unit, workers: int) -> dict:
     """Stage ``teacher@p<p>-<losses>`` (notebook 10's pretraining) with ``iterations`` as planned;
     the loader's worker count cannot change the result (docs: ust.train.teacher)."""
-    from ust.stages import stage_teacher_file
+    from ust.stages.shared import stage_teacher_file
     from ust.train.teacher import pretrain
 
     a = unit.args

@@ -82,13 +82,18 @@ def minimal_deps(files: set[Path]) -> list[str]:
     return sorted(deps | {r for r in rel if not any(r.startswith(d + "/") for d in deps)})
 
 
+#: code a stage runs in subprocesses (the README example runs the `ust` command line)
+SUBPROCESS_CODE = {"ust.stages.own_images": ["import ust.cli"]}
+
+
 def stage_sources(body: dict) -> list[str]:
     """The Python code a stage runs: its notebook's code cells, or ``import <module>`` of
-    ``python -m <module>``."""
+    ``python -m <module>`` (plus what that module runs in subprocesses)."""
     notebooks = re.findall(r"build/notebooks/(\S+\.ipynb)", body["cmd"])
     if notebooks:
         return notebook_code(ROOT / "notebooks" / notebooks[0])
-    return ["import " + re.search(r"python -m (\S+)", body["cmd"]).group(1)]
+    module = re.search(r"python -m (\S+)", body["cmd"]).group(1)
+    return ["import " + module, *SUBPROCESS_CODE.get(module, [])]
 
 
 def write_deps() -> None:

@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 import ust.report.views as views
-import ust.stages as stages
+import ust.stages.shared as stages
 from ust.data.mvtec import anomaly_map_path, save_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
 from ust.experiments.params import load_params

@@ -42,8 +42,6 @@ from ust.paths import ROOT, resolve
 
 if TYPE_CHECKING:
     from ust.method.teacher import TeacherConfig
-    from ust.train.fit import FitSettings
-    from ust.train.students import StudentTrainingConfig
 
 __all__ = [
     "LOSS_LETTERS",
@@ -228,21 +226,6 @@ class _Section:
         return merged
 
 
-def _training(section: Any, **extra: Any) -> StudentTrainingConfig:
-    """:class:`StudentTrainingConfig` from a section's ``epochs``, ``batch_size``, ``lr``,
-    ``weight_decay`` and ``seed`` (the only place these keys are mapped)."""
-    from ust.train.students import StudentTrainingConfig
-
-    return StudentTrainingConfig(
-        epochs=section.epochs,
-        batch_size=section.batch_size,
-        lr=section.lr,
-        weight_decay=section.weight_decay,
-        seed=section.seed,
-        **extra,
-    )
-
-
 # ------------------------------------------------------------------------- what to iterate over
 @dataclass(frozen=True)
 class TeacherStageConfig(_Section):
@@ -337,10 +320,6 @@ class OneClassTrainConfig(_Section):
     igd_local_patch: int = 16
     igd_local_stride: int = 8
 
-    def training(self) -> StudentTrainingConfig:
-        """The students' optimisation of this section."""
-        return _training(self)
-
     def check(self, source: str, section: str) -> None:
         if not self.teacher_configs:
             raise ValueError(
@@ -417,22 +396,6 @@ class MVTecTrainConfig(_Section):
     device: str = "auto"
     batched: bool = False
     crop: int | None = None
-
-    def training(self) -> StudentTrainingConfig:
-        """The students' optimisation of this section (the seed seeds the data order too)."""
-        return _training(self, batched=self.batched, crop=self.crop)
-
-    def fit_settings(self) -> FitSettings:
-        """How each scale is fitted (:func:`ust.train.fit.fit_student_teacher`)."""
-        from ust.train.fit import FitSettings
-
-        return FitSettings(
-            image_size=self.image_size,
-            students=self.students,
-            training=self.training(),
-            val_fraction=self.val_fraction,
-            seed=self.seed,
-        )
 
     def check(self, source: str, section: str) -> None:
         _check_losses(self.teacher_losses, _where(source, section, "teacher_losses"))
@@ -560,28 +523,6 @@ class GCADSectionConfig(_Section):
     def __post_init__(self) -> None:
         if self.augment is None:  # `augment: null` (block-style YAML has no empty list)
             object.__setattr__(self, "augment", ())
-
-    def fit_settings(self, image_size: int):
-        """:class:`ust.train.gcad.GCADFitSettings` for images of ``image_size`` px."""
-        from ust.method.gcad import GCADConfig
-        from ust.train.gcad import GCADFitSettings, GCADTrainingConfig
-
-        model = GCADConfig(
-            image_size=image_size,
-            g=self.g,
-            d_glo=self.d_glo,
-            unet_depth=self.unet_depth,
-            unet_width=self.unet_width,
-        )
-        training = GCADTrainingConfig.for_budget(
-            self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            seed=self.seed,
-            augment=self.augment,
-        )
-        return GCADFitSettings(model=model, training=training, seed=self.seed)
 
 
 # ----------------------------------------------------------------------------------- teacher

@@ -16,7 +16,8 @@ import sys
 
 from ust.experiments.config import PipelineConfig, load_config
 from ust.paths import resolve
-from ust.stages import output_dir, stage_teacher
+from ust.stages import output_dir
+from ust.stages.shared import fit_settings, gcad_settings, stage_teacher
 from ust.train.device import resolve_device
 
 
@@ -27,8 +28,8 @@ def settings(config: PipelineConfig, patch_size: int):
     train, gcad = config.loco_train, config.gcad
     run_gcad = gcad.epochs > 0 and int(patch_size) in gcad.patch_sizes
     return LocoRunSettings(
-        st=train.fit_settings(),
-        gcad=gcad.fit_settings(train.image_size) if run_gcad else None,
+        st=fit_settings(train),
+        gcad=gcad_settings(gcad, train.image_size) if run_gcad else None,
     )
 
 

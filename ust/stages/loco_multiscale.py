@@ -12,9 +12,9 @@ from pathlib import Path
 from ust.experiments.config import PipelineConfig, load_config
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
-from ust.stages import (
+from ust.stages import output_dir
+from ust.stages.shared import (
     builds_substitutes,
-    output_dir,
     shown,
     smoke_config,
     stage_teacher,

@@ -7,8 +7,8 @@ import os
 from ust.experiments.config import load_config
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
-from ust.stages import stage_teacher
 from ust.stages.oneclass import load_oneclass_task, student_settings
+from ust.stages.shared import stage_teacher
 from ust.train.device import resolve_device
 
 #: the file Figure 4 is drawn from (in the stage's output folder)

@@ -20,9 +20,10 @@ from ust.experiments.config import (
 from ust.experiments.outputs import single_scale_run_dir
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
-from ust.stages import (
+from ust.stages import output_dir
+from ust.stages.shared import (
     builds_substitutes,
-    output_dir,
+    fit_settings,
     shown,
     smoke_config,
     stage_teacher,
@@ -99,7 +100,7 @@ def run_settings(train: MVTecTrainConfig) -> MVTecRunSettings:
     """``mvtec_train`` (one category's) → :class:`ust.experiments.mvtec_single.MVTecRunSettings`."""
     from ust.experiments.mvtec_single import MVTecRunSettings
 
-    return MVTecRunSettings(fit=train.fit_settings())
+    return MVTecRunSettings(fit=fit_settings(train))
 
 
 def single_scale_dirs(

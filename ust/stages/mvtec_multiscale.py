@@ -21,15 +21,16 @@ from ust.experiments.config import (
 )
 from ust.experiments.outputs import single_scale_run_dir
 from ust.io import read_json, write_json  # noqa: F401  (notebooks call them)
-from ust.stages import (
+from ust.stages import output_dir
+from ust.stages.mvtec import mvtec_data_root, run_settings, single_scale_dirs
+from ust.stages.shared import (
     builds_substitutes,
-    output_dir,
+    fit_settings,
     shown,
     smoke_config,
     stage_teacher,
     substitutes_dir,
 )
-from ust.stages.mvtec import mvtec_data_root, run_settings, single_scale_dirs
 from ust.train.device import resolve_device
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def feature_baseline_settings(
     :class:`ust.experiments.mvtec_baselines.FeatureBaselineSettings`."""
     from ust.experiments.mvtec_baselines import FeatureBaselineSettings
 
-    return FeatureBaselineSettings.from_sections(base, train.fit_settings())
+    return FeatureBaselineSettings.from_sections(base, fit_settings(train))
 
 
 def ssim_ae_settings(

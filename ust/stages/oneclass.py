@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from ust.experiments.config import OneClassTrainConfig, PipelineConfig, load_config
 from ust.io import atomic_write, read_json, write_json  # noqa: F401  (notebooks call them)
 from ust.paths import resolve
-from ust.stages import output_dir, stage_teacher
+from ust.stages import output_dir
+from ust.stages.shared import stage_teacher, student_training
 from ust.train.device import resolve_device
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def student_settings(train: OneClassTrainConfig, *, students: int | None = None)
     return OneClassStudentSettings(
         p=train.p,
         students=train.students if students is None else students,
-        training=train.training(),
+        training=student_training(train),
         seed=train.seed,
     )
 
