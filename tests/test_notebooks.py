@@ -315,7 +315,14 @@ def _check_executed_notebooks(sh, repo: Path) -> None:
     """Under DVC every stage notebook shows its figures and paper comparison, nothing was
     substituted, and the executed notebooks render to one HTML page each."""
     executed = sorted((repo / "results/notebooks").glob("*.ipynb"))
-    assert {p.name.split("_")[0].split("-")[0] for p in executed} == {"10", "20", "30", "31", "40"}
+    assert {p.name.split("_")[0].split("-")[0] for p in executed} == {
+        "10",
+        "20",
+        "30",
+        "31",
+        "32",
+        "40",
+    }
     for path in executed:
         assert_shows_results(nbformat.read(path, as_version=4), path.name)
     assert not list((repo / "results").rglob("substitutes"))
