@@ -409,3 +409,40 @@ def test_decorrelation_normalized_takes_true_false_or_auto(tmp_path, smoke):
     assert_refused(
         tmp_path, _set(smoke, where, 1), r"'decorrelation_normalized' .* must be bool \| str"
     )
+
+
+def test_student_choices_match_the_library():
+    """The torch-free lists config checks params against equal the library's own."""
+    from ust.experiments import config
+    from ust.method.dense import PADDING_MODES
+    from ust.train.students import SCHEDULES
+
+    assert config.PADDING_MODES == PADDING_MODES
+    assert config.SCHEDULES == SCHEDULES
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (
+            "padding",
+            "circular",
+            "'padding' in section 'mvtec_train' is 'circular'; expected one of "
+            "zero, reflect, replicate",
+        ),
+        (
+            "schedule",
+            "cosine",
+            "'schedule' in section 'mvtec_train' is 'cosine'; expected one of "
+            "constant, warmup_cosine",
+        ),
+        ("warmup", 1.5, r"'warmup' in section 'mvtec_train' must lie in \[0, 1\)"),
+    ],
+)
+def test_student_choices_are_checked_when_params_load(tmp_path, key, value, message):
+    params = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    params["mvtec_train"][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=message):
+        load_config(path)

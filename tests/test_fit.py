@@ -79,3 +79,22 @@ def test_another_configuration_in_the_work_folder_is_refused(tmp_path):
     other = FitSettings(image_size=24, students=3, training=SETTINGS.training)
     with pytest.raises(ValueError, match="different configuration"):
         fit_student_teacher(_teacher(), _data(), other, tmp_path)
+
+
+def test_a_padded_fit_is_saved_and_scored_with_its_padding(tmp_path):
+    """training.padding reaches the targets, the students and the file: a reloaded reflect model
+    scores like the fitted one, and differently from a zero-padded fit near the border."""
+    from dataclasses import replace
+
+    from ust.method.students import load_ensemble
+
+    reflect = replace(SETTINGS, training=replace(SETTINGS.training, padding="reflect"))
+    fitted = fit_student_teacher(_teacher(), _data(), reflect, tmp_path).model
+    assert fitted.padding == "reflect"
+    loaded, state = load_ensemble(tmp_path / ENSEMBLE)
+    assert (state["padding"], loaded.padding) == ("reflect", "reflect")
+    images = _data().val
+    torch.testing.assert_close(loaded.anomaly_maps(images), fitted.anomaly_maps(images))
+    zero = fit_student_teacher(_teacher(), _data(), SETTINGS, tmp_path / "zero").model
+    assert zero.padding == "zero"
+    assert not torch.equal(zero.target_mean, fitted.target_mean)

@@ -265,8 +265,8 @@ def test_preflight_stops_at_a_misspelt_key_before_anything_else(
     err = capsys.readouterr().err
     assert err == (
         f"preflight: {bad}: unknown key 'epochz' in section 'mvtec_train'; valid keys: "
-        "batch_size, batched, crop, device, epochs, image_size, lr, seed, students, teacher_losses, "
-        "val_fraction, weight_decay; did you mean 'epochs'?\n"
+        "batch_size, batched, crop, device, epochs, image_size, lr, padding, schedule, seed, "
+        "students, teacher_losses, val_fraction, warmup, weight_decay; did you mean 'epochs'?\n"
     )
     assert not marker.exists()
 

@@ -246,7 +246,8 @@ def _run_folder(out, data_root, category, p, au_pro, offset=0.0):
 def test_single_scale_views(tmp_path, mvtec_data):
     run = _run_folder(tmp_path / "p33", mvtec_data, "brick", 33, 0.5)
     fig = mvtec_view.anomaly_maps(mvtec_data, "brick", run, examples=3)
-    assert len(fig.axes) == 3 * 3 + 3  # (input, ground truth, map) per row + a colour bar each
+    assert len(fig.axes) == 3 * 3  # (input, ground truth, map) per row
+    assert len(fig.axes[2].child_axes) == 1  # one colour bar (one scale), beside the first row
     limits = {fig.axes[i].images[0].get_clim() for i in (2, 5, 8)}
     assert len(limits) == 1  # one colour scale for every map
     index = validate_category(mvtec_data, "brick")
@@ -327,10 +328,20 @@ def test_multiscale_tables_chart_and_sentence(tmp_path):
 def test_draw_category_figures_returns_and_saves_figures(tmp_path, mvtec_data):
     dirs = {p: _run_folder(tmp_path / f"p{p}", mvtec_data, "brick", p, 0.5, p) for p in (17, 33)}
     multi = _run_folder(tmp_path / "multi", mvtec_data, "brick", 0, 0.6)
-    figures = draw_category_figures("brick", dirs, multi, examples=2, data_root=mvtec_data)
+    figures = draw_category_figures("brick", dirs, multi, data_root=mvtec_data)
+    # one row per figure-rule image: the first good one, then the first of every defect type
+    rows = 1 + len(validate_category(mvtec_data, "brick").defect_types)
     assert set(figures) == set(CATEGORY_FIGURES)
-    assert len(figures["figure1"].axes) == 2 * 3 + 2
-    assert len(figures["figure5"].axes) == 2 * (1 + 2 + 1)
+    titles = [ax.get_ylabel() for ax in figures["figure5"].axes if ax.get_ylabel()]
+    assert titles[0].startswith("good")
+    assert len(titles) == rows
+    assert len(figures["figure1"].axes) == rows * 3
+    assert len(figures["figure5"].axes) == rows * (1 + 2 + 1)
+    for key in ("figure1", "figure5"):  # one colour scale per category: one bar, first row
+        axes = figures[key].axes
+        assert sum(len(ax.child_axes) for ax in axes) == 1
+        maps = axes[2::3] if key == "figure1" else [a for i, a in enumerate(axes) if i % 4]
+        assert len({ax.images[-1].get_clim() for ax in maps}) == 1
     assert len(figures["pro_curves"].axes[0].get_lines()) == 3
     assert all((multi / name).stat().st_size > 0 for name in CATEGORY_FIGURES.values())
 

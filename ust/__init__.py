@@ -12,11 +12,17 @@ stays cheap and a DVC stage's dependencies are exactly the modules it imports):
   :class:`DetectorConfig`.
 
 ``docs/architecture.md`` maps every paper concept to its file.
+
+Progress bars: with the environment variable ``TQDM_DISABLE`` set to a true value (``1``; the DVC
+stages set it for their papermill runs) every ``tqdm.auto`` bar of the process is off, including the
+bars ``ust`` asks for with ``progress=True``, and a Jupyter kernel without ipywidgets does not warn
+"IProgress not found" (:func:`_progress_bars_off`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
@@ -43,6 +49,33 @@ _API = {
     "DetectorConfig": "ust.detector",
 }
 __all__ = ["__version__", *_API]
+
+
+def _progress_bars_off() -> None:
+    """Make ``tqdm.auto.tqdm`` (and ``trange``) a console bar that never draws.
+
+    tqdm itself reads ``TQDM_DISABLE`` only as the default of ``disable``, and every bar of ``ust``
+    passes ``disable=not progress`` explicitly; inside a Jupyter kernel ``tqdm.auto`` also warns
+    at import when ipywidgets is missing and then writes text bars to stderr, which papermill keeps
+    in the executed notebook. Importing it here with that warning silenced and replacing its class
+    once removes both, for every module that imports ``tqdm.auto`` afterwards.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "IProgress not found": no bar is ever drawn
+        import tqdm.auto as auto
+    from tqdm.std import tqdm as console
+
+    class Off(console):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    auto.tqdm = Off  # tqdm.auto.trange calls the module's tqdm, so it is off too
+
+
+if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+    _progress_bars_off()
 
 
 def __getattr__(name: str) -> Any:

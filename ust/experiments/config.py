@@ -40,6 +40,11 @@ import yaml
 from ust.experiments.params import active_params_file, load_params
 from ust.paths import ROOT, resolve
 
+#: Learning-rate schedules and border paddings a student section may name (equal to
+#: ``ust.train.students.SCHEDULES`` and ``ust.method.dense.PADDING_MODES``).
+SCHEDULES = ("constant", "warmup_cosine")
+PADDING_MODES = ("zero", "reflect", "replicate")
+
 if TYPE_CHECKING:
     from ust.method.teacher import TeacherConfig
 
@@ -380,7 +385,11 @@ class MVTecTrainConfig(_Section):
     (``lr``, ``weight_decay``), ``val_fraction`` of ``train/good`` held out. ``batched``: the
     students of a scale train as one grouped network (same maths, shared data order); ``crop``:
     regress random ``crop``² output windows whose receptive fields lie inside the image instead of
-    whole images (``null`` = whole images); see ``docs/decisions.md#mvtec-student-training``."""
+    whole images (``null`` = whole images); see ``docs/decisions.md#mvtec-student-training``.
+    ``schedule`` (``constant``, the paper's, or ``warmup_cosine`` with ``warmup`` of the steps
+    warming up; docs/decisions.md#student-budget) and ``padding`` (what the dense networks read
+    outside the image: ``zero``, the paper's, ``reflect`` or ``replicate``;
+    docs/decisions.md#border-padding)."""
 
     SECTION = "mvtec_train"
 
@@ -396,11 +405,24 @@ class MVTecTrainConfig(_Section):
     device: str = "auto"
     batched: bool = False
     crop: int | None = None
+    schedule: str = "constant"
+    warmup: float = 0.1
+    padding: str = "zero"
 
     def check(self, source: str, section: str) -> None:
         _check_losses(self.teacher_losses, _where(source, section, "teacher_losses"))
         if self.crop is not None and self.crop < 1:
             raise ValueError(f"{_where(source, section, 'crop')} must be a positive size or null")
+        # the same names as ust.train.students.SCHEDULES and ust.method.dense.PADDING_MODES
+        # (tests/test_config.py checks they agree; this module stays free of torch)
+        for key, allowed in (("schedule", SCHEDULES), ("padding", PADDING_MODES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"{_where(source, section, key)} is {getattr(self, key)!r}; expected one of "
+                    f"{', '.join(allowed)}"
+                )
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"{_where(source, section, 'warmup')} must lie in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ evaluated at all of its offsets, the offsets are moved into the batch and unwarp
 ``valid=True`` keeps only the outputs whose receptive field lies inside the image (no zero padding;
 used by random-crop student training), and a :class:`~ust.method.ensemble.StudentEnsemble` in place
 of the patch network evaluates M students in one pass.
+
+``padding_mode`` says what a descriptor near the border reads outside the image
+(docs/decisions.md#border-padding): ``"zero"`` (the paper's reading, the default) zeros of the
+ImageNet-normalised image, i.e. the ImageNet mean colour; ``"reflect"`` and ``"replicate"`` pad the
+*input image* by the receptive field's half-widths with :func:`torch.nn.functional.pad`'s mode of
+that name and run the network in ``valid`` mode on the padded image, so output (r, c) is exactly the
+patch network applied to the p×p patch centred on (r, c) of the image padded that way.
 """
 
 from __future__ import annotations
@@ -18,6 +25,18 @@ from torch import nn
 
 from ust.method.ensemble import StudentEnsemble
 from ust.method.networks import PatchNet, check_image_batch
+
+#: What a dense network reads outside the image (docs/decisions.md#border-padding): ``zero`` (the
+#: paper's reading, default), ``reflect`` (mirrored without repeating the edge pixel) or
+#: ``replicate`` (the edge pixel repeated), as :func:`torch.nn.functional.pad` names them.
+PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate")
+
+
+def check_padding_mode(mode: str) -> str:
+    """``mode`` itself when it is one of :data:`PADDING_MODES`, else a ValueError naming them."""
+    if mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+    return mode
 
 
 def _pool_space_to_batch(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -97,12 +116,26 @@ class DenseNet(nn.Module):
 
     ``patch`` may also be a :class:`~ust.method.ensemble.StudentEnsemble`: the output then has M·d
     channels (student-major; ``ensemble.split`` views it as (B, M, d, H, W)).
+
+    ``padding_mode`` (an attribute; may be changed after construction): ``"zero"`` as above;
+    ``"reflect"`` / ``"replicate"`` pad the image by :meth:`field_padding` with that
+    :func:`torch.nn.functional.pad` mode and evaluate the padded image in ``valid`` mode, so
+    ``out[:, :, r, c]`` is the patch network on the p×p patch centred on (r, c) of the image padded
+    that way (docs/decisions.md#border-padding). ``reflect`` needs H, W > rf//2 (torch mirrors at
+    most side − 1 pixels). ``valid=True`` reads no padding and ignores the mode.
     """
 
-    def __init__(self, patch: PatchNet | StudentEnsemble, *, channels_last: bool = True):
+    def __init__(
+        self,
+        patch: PatchNet | StudentEnsemble,
+        *,
+        channels_last: bool = True,
+        padding_mode: str = "zero",
+    ):
         super().__init__()
         self.patch = patch
         self.channels_last = channels_last
+        self.padding_mode = check_padding_mode(padding_mode)
 
     @property
     def p(self) -> int:
@@ -149,6 +182,31 @@ class DenseNet(nn.Module):
         ph, pw = self._padded_len(h), self._padded_len(w)
         return top, pw - w - top, top, ph - h - top
 
+    def field_padding(self) -> tuple[int, int, int, int]:
+        """``F.pad`` widths (left, right, top, bottom) that give every pixel its whole field:
+        rf//2 before and rf − 1 − rf//2 after (17: 8, 8; 33: 16, 15; 65: 30, 29). The ``reflect``
+        and ``replicate`` modes pad the image by these, then run in ``valid`` mode."""
+        rf = self.patch.rf
+        before, after = rf // 2, rf - 1 - rf // 2
+        return before, after, before, after
+
+    def pad_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, H, W) padded by :meth:`field_padding` in :attr:`padding_mode`
+        (``reflect`` or ``replicate``); its ``valid`` outputs are the H×W dense outputs."""
+        mode = check_padding_mode(self.padding_mode)
+        if mode == "zero":
+            raise ValueError(
+                "pad_image is for the reflect and replicate modes; zero mode pads inside"
+            )
+        widths = self.field_padding()
+        h, w = x.shape[-2:]
+        if mode == "reflect" and max(widths) >= min(h, w):
+            raise ValueError(
+                f"reflect padding of a p={self.p} network mirrors {max(widths)} pixels and needs "
+                f"images larger than that, got {h}×{w}; use replicate or zero padding"
+            )
+        return F.pad(x, widths, mode=mode)
+
     def valid_padding(self, h: int, w: int) -> tuple[int, int, int, int]:
         """``F.pad`` widths for ``forward(x, valid=True)``: nothing left/top; right/bottom only the
         zeros the pooling grid needs to cover all H − rf + 1 valid outputs (they feed only
@@ -165,6 +223,8 @@ class DenseNet(nn.Module):
     def forward(self, x: torch.Tensor, *, valid: bool = False) -> torch.Tensor:
         """(B, 3, H, W) → (B, C, H, W), or (B, C, H − rf + 1, W − rf + 1) with ``valid=True``."""
         check_image_batch(x)
+        if not valid and self.padding_mode != "zero":
+            x, valid = self.pad_image(x), True
         b, _, h, w = x.shape
         if valid:
             x = F.pad(x, self.valid_padding(h, w))
@@ -187,11 +247,14 @@ class DenseNet(nn.Module):
         return x[:, :, :h, :w] if x.shape[-2:] != (h, w) else x
 
 
-def dense_net(patch: PatchNet | StudentEnsemble, *, channels_last: bool = True) -> DenseNet:
+def dense_net(
+    patch: PatchNet | StudentEnsemble, *, channels_last: bool = True, padding_mode: str = "zero"
+) -> DenseNet:
     """Wrap ``patch`` (parameters shared, not copied) into its dense image network; a
-    :class:`~ust.method.ensemble.StudentEnsemble` gives all M students in one pass."""
+    :class:`~ust.method.ensemble.StudentEnsemble` gives all M students in one pass.
+    ``padding_mode``: see :data:`PADDING_MODES` (docs/decisions.md#border-padding)."""
     if not isinstance(patch, PatchNet | StudentEnsemble):
         raise ValueError(
             f"dense_net expects a PatchNet or a StudentEnsemble, got {type(patch).__name__}"
         )
-    return DenseNet(patch, channels_last=channels_last)
+    return DenseNet(patch, channels_last=channels_last, padding_mode=padding_mode)

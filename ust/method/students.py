@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ust.data.transforms import imagenet_normalize, to_three_channels
 from ust.io import atomic_torch_save, torch_load
-from ust.method.dense import DenseNet, dense_net
+from ust.method.dense import DenseNet, check_padding_mode, dense_net
 from ust.method.networks import NetConfig, PatchNet
 from ust.method.scoring import (
     RunningMoments,
@@ -90,6 +90,24 @@ class StudentTeacher(nn.Module):
     @property
     def p(self) -> int:
         return self.teacher.config.p
+
+    @property
+    def padding(self) -> str:
+        """What the dense teacher and students read outside the image
+        (:data:`ust.method.dense.PADDING_MODES`, docs/decisions.md#border-padding); ``"zero"`` for
+        a vector-mode model. Settable: it switches every dense network of the model at once (the
+        target statistics then belong to the old padding until refitted)."""
+        return self._t.padding_mode if self.dense else "zero"
+
+    @padding.setter
+    def padding(self, mode: str) -> None:
+        check_padding_mode(mode)
+        if not self.dense:
+            if mode != "zero":
+                raise ValueError("padding applies to dense models; a vector-mode model reads none")
+            return
+        for net in (self._t, *self._s):
+            net.padding_mode = mode
 
     @property
     def m(self) -> int:
@@ -260,6 +278,7 @@ def save_ensemble(model: StudentTeacher, path: str | os.PathLike, **extra) -> No
             "students": model.students.state_dict(),
             "m": model.m,
             "dense": model.dense,
+            "padding": model.padding,
             "target_mean": model.target_mean.cpu(),
             "target_std": model.target_std.cpu(),
             **({"score_stats": model.score_stats.to_dict()} if model.calibrated else {}),
@@ -280,6 +299,7 @@ def load_ensemble(
     teacher.load_state_dict(state["teacher"])
     model = StudentTeacher(teacher, make_students(teacher, state["m"]), dense=state["dense"])
     model.students.load_state_dict(state["students"])
+    model.padding = state.get("padding", "zero")  # files written before padding modes: zero
     model.target_mean.copy_(state["target_mean"])
     model.target_std.copy_(state["target_std"])
     if state.get("score_stats"):

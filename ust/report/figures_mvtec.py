@@ -6,13 +6,20 @@ returns the :class:`matplotlib.figure.Figure` (for notebooks).
 Inputs are lists with one entry per example: images as (H, W), (H, W, 3) or (3, H, W) arrays or
 tensors in [0, 1]; masks as (H, W) binary arrays; anomaly maps as (h, w) arrays of scores (any
 resolution: they are drawn stretched over the image).
+
+Which test images a category's figures show is a fixed rule, never a choice by score
+(:func:`first_of_each_defect`, docs/decisions.md#figure-selection): the first anomaly-free image,
+then the first image of every defect type. :func:`draw_category_panels` applies it and reads only
+what the pipeline wrote (the data set's images and masks, the runs' TIFF maps); this module never
+imports the method, the training loops or the stages.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -21,13 +28,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ust.data.dataset import GOOD  # noqa: E402
+from ust.data.mvtec import (  # noqa: E402
+    load_anomaly_map,
+    load_image,
+    load_mask,
+    validate_category,
+)
 from ust.eval.metrics import trapezoid  # noqa: E402
 from ust.io import atomic_savefig  # noqa: E402
 from ust.paths import resolve  # noqa: E402
 
-__all__ = ["plot_figure1", "plot_pro_curves", "plot_receptive_fields"]
+__all__ = [
+    "draw_category_panels",
+    "first_of_each_defect",
+    "plot_figure1",
+    "plot_pro_curves",
+    "plot_receptive_fields",
+]
 
 MAP_CMAP = "inferno"
+
+S = TypeVar("S")
+
+
+def first_of_each_defect(samples: Sequence[S]) -> list[S]:
+    """The test images a category's figures show (docs/decisions.md#figure-selection): the first
+    anomaly-free sample (``defect == "good"``), then the first sample of every defect type, the
+    types in the order they first occur in ``samples``. Pure: it reads only ``sample.defect`` and
+    keeps the given order within each type, so the same data set always gives the same rows; a
+    category without good test images simply has no good row."""
+    first: dict[str, S] = {}
+    for sample in samples:
+        first.setdefault(sample.defect, sample)
+    good = [first.pop(GOOD)] if GOOD in first else []
+    return good + list(first.values())
 
 
 def _hwc(image: Any) -> np.ndarray:
@@ -125,7 +160,10 @@ def plot_figure1(
         im = _show_map(axes[i, 2], maps[i], shape, vmin=lo, vmax=hi)
         axes[i, 2].set_xticks([])
         axes[i, 2].set_yticks([])
-        fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.04)
+        if not shared_scale:
+            fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.04)
+        elif i == 0:  # one bar for the one scale, beside the first row without shrinking its map
+            fig.colorbar(im, cax=axes[0, 2].inset_axes((1.04, 0.0, 0.06, 1.0)))
         if titles is not None:
             axes[i, 0].set_ylabel(str(titles[i]))
     for ax, title in zip(axes[0], ("input", "ground truth", "anomaly score")):
@@ -141,6 +179,7 @@ def plot_receptive_fields(
     *,
     masks: Sequence[Any] | None = None,
     titles: Sequence[str] | None = None,
+    shared_scale: bool = False,
 ) -> Figure:
     """Figure-5-style comparison: one row per image, columns = input then one map per scale.
 
@@ -150,6 +189,8 @@ def plot_receptive_fields(
         path: PNG file to write or None.
         masks: optional N masks outlined in red on the input.
         titles: optional N row labels.
+        shared_scale: one colour scale for every map of the figure (min/max over all of them, one
+            colour bar on the first row), so rows compare too; False: per row.
     Each row shares one colour scale over its maps (min/max of the row), so scales compare directly.
     """
     n = len(images)
@@ -158,6 +199,8 @@ def plot_receptive_fields(
         raise ValueError("need ≥ 1 image and, for every scale, one map per image")
     cols = 1 + len(keys)
     fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
+    every = [_array(maps_by_scale[k][i]) for k in keys for i in range(n)]
+    shared = (min(float(m.min()) for m in every), max(float(m.max()) for m in every))
     for i in range(n):
         img = _hwc(images[i])
         shape = img.shape[:2]
@@ -166,10 +209,14 @@ def plot_receptive_fields(
             _outline(axes[i, 0], masks[i], shape)
         row = [_array(maps_by_scale[k][i]) for k in keys]
         lo, hi = min(float(m.min()) for m in row), max(float(m.max()) for m in row)
+        if shared_scale:
+            lo, hi = shared
         for j, m in enumerate(row, start=1):
-            _show_map(axes[i, j], m, shape, vmin=lo, vmax=hi)
+            im = _show_map(axes[i, j], m, shape, vmin=lo, vmax=hi)
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
+        if shared_scale and i == 0:  # beside the first row, without shrinking its last map
+            fig.colorbar(im, cax=axes[0, -1].inset_axes((1.04, 0.0, 0.06, 1.0)))
         if titles is not None:
             axes[i, 0].set_ylabel(str(titles[i]))
     axes[0, 0].set_title("input")
@@ -210,3 +257,51 @@ def plot_pro_curves(
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _read_maps(run: Path, category: str, samples: Sequence[Any]) -> list[np.ndarray]:
+    """The TIFF maps a run wrote for ``samples``: ``<run>/maps/<category>/test/<defect>/<id>.tiff``."""
+    base = run / "maps" / category / "test"
+    return [load_anomaly_map(base / f"{s.image_id}.tiff") for s in samples]
+
+
+def draw_category_panels(
+    category: str,
+    data_root: str | os.PathLike,
+    scale_dirs: Mapping[int, str | os.PathLike],
+    multiscale_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Figure]:
+    """Figure 1 (input, ground truth outlined in red, multiscale map) and Figure 5 (input, then the
+    map of every scale of ``scale_dirs = {p: single-scale run folder}`` and the multiscale map) of
+    one category, with one row per :func:`first_of_each_defect` test image (the first good image,
+    then the first image of every defect type) and one colour scale for the whole figure.
+
+    Reads only files the pipeline wrote: the MVTec-layout data set at ``data_root`` (images and
+    masks) and the runs' TIFF maps (``multiscale_dir`` is the multiscale run folder). Writes
+    ``<out_dir>/figure1.png`` and ``<out_dir>/figure5_scales.png`` (or ``names``' file names for
+    the keys ``figure1`` and ``figure5``) when ``out_dir`` is given; returns ``{"figure1",
+    "figure5"}`` → :class:`Figure`.
+    """
+    index = validate_category(resolve(data_root), category)
+    samples = first_of_each_defect(index.test)
+    images = [load_image(s.path).permute(1, 2, 0).numpy() for s in samples]
+    masks = [load_mask(s.mask_path, s.size).numpy() for s in samples]  # all False when good
+    fused = _read_maps(resolve(multiscale_dir), category, samples)
+    by_scale: dict[Any, list[np.ndarray]] = {
+        int(p): _read_maps(resolve(d), category, samples) for p, d in scale_dirs.items()
+    }
+    by_scale["multiscale"] = fused
+    titles = [s.image_id for s in samples]
+    files = {"figure1": "figure1.png", "figure5": "figure5_scales.png", **(names or {})}
+    paths = {k: None if out_dir is None else resolve(out_dir) / v for k, v in files.items()}
+    return {
+        "figure1": plot_figure1(
+            images, masks, fused, paths["figure1"], titles=titles, shared_scale=True
+        ),
+        "figure5": plot_receptive_fields(
+            images, by_scale, paths["figure5"], masks=masks, titles=titles, shared_scale=True
+        ),
+    }

@@ -156,6 +156,7 @@ _STAGE_GROUPS = (
     ("20_one_class-cifar10-", "oneclass, CIFAR-10"),
     ("30_mvtec-", "mvtec (single scale)"),
     ("31_mvtec_multiscale-", "mvtec_multiscale (multiscale + baselines)"),
+    ("32_mvtec_loco-", "loco_multiscale (fusion + GCAD)"),
     ("40_mds", "mds"),
 )
 

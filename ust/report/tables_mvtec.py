@@ -30,11 +30,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
 from ust.experiments.outputs import STEPS_KEY, single_scale_run_dir
 from ust.paths import resolve
 from ust.report.claims import undertrained_label
-from ust.report.figures_mvtec import plot_figure1, plot_pro_curves, plot_receptive_fields
+from ust.report.figures_mvtec import draw_category_panels, plot_pro_curves
 from ust.report.published import (
     MULTISCALE,
     PAPER_TABLE2,
@@ -175,16 +174,6 @@ def _with_training_column(table: str, cells: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def category_figures(
-    category: str, scale_dirs: dict[int, str], out_dir: str | os.PathLike, examples: int = 3
-) -> list[Path]:
-    """Figure 1 panel, Figure 5 scale comparison and PRO curves for the first ``examples``
-    anomalous test images of ``category`` (:func:`draw_category_figures`); returns the PNG paths."""
-    draw_category_figures(category, scale_dirs, out_dir, examples)
-    out = resolve(out_dir)
-    return [out / name for name in CATEGORY_FIGURES.values()]
-
-
 #: the PNGs :func:`draw_category_figures` writes into the multiscale run folder, by key
 CATEGORY_FIGURES = {
     "figure1": "figure1.png",
@@ -209,45 +198,26 @@ def draw_category_figures(
     category: str,
     scale_dirs: dict[int, str | os.PathLike],
     out_dir: str | os.PathLike,
-    examples: int = 3,
     *,
     data_root: str | os.PathLike | None = None,
 ) -> dict[str, Figure]:
-    """Draw and save (:data:`CATEGORY_FIGURES`, in ``out_dir``) the Figure 1 panel (input, ground
-    truth, multiscale map), the Figure 5 comparison of the scales ``scale_dirs = {p: run folder}``
-    and multiscale, and the PRO curves (FPR ≤ 0.3) of every scale and the fusion, for the first
-    ``examples`` anomalous test images of ``category``.
+    """Draw and save (:data:`CATEGORY_FIGURES`, in ``out_dir``, the multiscale run folder) the
+    Figure 1 panel and the Figure 5 comparison of the scales ``scale_dirs = {p: run folder}`` and
+    the multiscale map (:func:`ust.report.figures_mvtec.draw_category_panels`: the first good test
+    image, then the first image of every defect type, one colour scale per figure;
+    docs/decisions.md#figure-selection) and the PRO curves (FPR ≤ 0.3) of every scale and the
+    fusion.
 
     ``data_root``: the MVTec-layout data the runs used (default: ``mvtec_data`` of the active
     parameters). Returns ``{"figure1", "figure5", "pro_curves"}`` → :class:`Figure`.
     """
     out = resolve(out_dir)
-    index = validate_category(
-        mvtec_data_root() if data_root is None else resolve(data_root), category
-    )
-    samples = [s for s in index.test if s.is_anomalous][:examples]
-    images = [load_image(s.path).permute(1, 2, 0).numpy() for s in samples]
-    masks = [load_mask(s.mask_path, s.size).numpy() for s in samples]
-
-    def maps_of(base: Path) -> list[np.ndarray]:
-        return [
-            load_anomaly_map(base / "maps" / category / "test" / f"{s.image_id}.tiff")
-            for s in samples
-        ]
-
-    fused = maps_of(out)
-    by_scale = {int(p): maps_of(resolve(d)) for p, d in scale_dirs.items()}
-    by_scale["multiscale"] = fused
-    titles = [s.image_id for s in samples]
-    paths = {key: out / name for key, name in CATEGORY_FIGURES.items()}
+    root = mvtec_data_root() if data_root is None else resolve(data_root)
+    names = {key: CATEGORY_FIGURES[key] for key in ("figure1", "figure5")}
+    figures = draw_category_panels(category, root, scale_dirs, out, out, names=names)
     runs = {f"p = {p}": d for p, d in scale_dirs.items()} | {"multiscale": out}
-    return {
-        "figure1": plot_figure1(images, masks, fused, paths["figure1"], titles=titles),
-        "figure5": plot_receptive_fields(
-            images, by_scale, paths["figure5"], masks=masks, titles=titles
-        ),
-        "pro_curves": plot_pro_curves(pro_curves_of(runs), paths["pro_curves"]),
-    }
+    curves = plot_pro_curves(pro_curves_of(runs), out / CATEGORY_FIGURES["pro_curves"])
+    return {**figures, "pro_curves": curves}
 
 
 def _metric(run: Path, metric: str) -> float | None:

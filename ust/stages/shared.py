@@ -110,10 +110,10 @@ def stage_teacher(
 def student_training(section: MVTecTrainConfig | OneClassTrainConfig, **extra: Any):
     """:class:`ust.train.students.StudentTrainingConfig` from a section's ``epochs``,
     ``batch_size``, ``lr``, ``weight_decay`` and ``seed`` (``mvtec_train``/``loco_train`` add
-    ``batched`` and ``crop``)."""
+    ``batched``, ``crop``, ``schedule``, ``warmup`` and ``padding``)."""
     from ust.train.students import StudentTrainingConfig
 
-    for key in ("batched", "crop"):
+    for key in ("batched", "crop", "schedule", "warmup", "padding"):
         if hasattr(section, key):
             extra.setdefault(key, getattr(section, key))
     return StudentTrainingConfig(

@@ -195,6 +195,7 @@ def fit_student_teacher(
             return FitResult(model, False, 0.0, 0.0)
     model = StudentTeacher(teacher, make_students(teacher, settings.students, seed=settings.seed))
     model.to(device)
+    model.padding = settings.training.padding  # targets standardised over what training reads
     batch = settings.inference_batch_size
     fit_target_statistics(model, data.train, batch_size=batch, progress=progress)
     train_students(

@@ -7,6 +7,12 @@ With ``batched=True`` the M students train as one :class:`~ust.method.ensemble.S
 ``crop=c`` every training sample is a random c×c window of output pixels whose receptive fields lie
 inside the image (the per-pixel regression, sampled), regressed on the full-image targets.
 
+Two options for short budgets and image borders, both off by default (the paper's recipe):
+``schedule="warmup_cosine"`` (linear warm-up to ``lr``, then a cosine decay to 0 over the run;
+docs/decisions.md#student-budget) and ``padding="reflect"`` / ``"replicate"`` (teacher targets and
+student predictions both read the image padded that way instead of zeros;
+docs/decisions.md#border-padding).
+
 Checkpoints after every epoch make :func:`train_students` resumable (same weights as an uninterrupted
 run on CPU); under ``torchrun`` the same loop runs data parallel. With ``live_dir`` every epoch's
 losses also go to dvclive (``<live_dir>/metrics.json``, ``<live_dir>/plots/metrics/*.tsv``, see
@@ -29,9 +35,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ust.io import CorruptFileError, atomic_torch_save, set_aside, torch_load
-from ust.method.dense import DenseNet, dense_net
+from ust.method.dense import DenseNet, check_padding_mode, dense_net
 from ust.method.ensemble import StudentEnsemble
-from ust.method.students import StudentTeacher, batch_indices, derive_seed, student_loss
+from ust.method.students import (
+    StudentTeacher,
+    batch_indices,
+    derive_seed,
+    fit_target_statistics,
+    student_loss,
+)
 from ust.train import distributed as ddp
 from ust.train.live import log_step, replay
 
@@ -61,6 +73,22 @@ class StudentTrainingConfig:
     model and c ≤ min(H, W) − rf + 1.
 
     ``fused_adam``: torch's fused Adam kernel (see the field's comment); either mode.
+
+    ``schedule``: ``"constant"`` (the paper's: ``lr`` at every step; the optimiser's rate is never
+    touched) or ``"warmup_cosine"``: step k of K (:func:`optimizer_steps`, the whole run; k = 1 … K)
+    uses :func:`learning_rate`, a linear warm-up from lr/W to ``lr`` over the first
+    W = max(1, round(``warmup`` · K)) steps, then ``lr`` · ½(1 + cos(π (k − W)/(K − W + 1))), which
+    ends just above 0 at the last step. It is made for short budgets: a run of K steps gets the
+    whole schedule, so K = 54 and K = 810 are different schedules (docs/decisions.md#student-budget).
+    The rate is a pure function of (k, K), so a resumed run continues it exactly.
+
+    ``padding``: what the dense teacher and students read outside the image
+    (:data:`ust.method.dense.PADDING_MODES`; docs/decisions.md#border-padding). ``"zero"`` (default)
+    is the paper's reading. ``"reflect"`` / ``"replicate"`` are applied to ``model`` (teacher and
+    students, :attr:`StudentTeacher.padding <ust.method.students.StudentTeacher.padding>`) by
+    :func:`train_students`, so the students regress the targets of
+    the padded image and are then scored with the padding they were trained with. Crop windows
+    read no padding, so with ``crop`` the option changes only how the model scores.
     """
 
     epochs: int = 100
@@ -77,10 +105,49 @@ class StudentTrainingConfig:
     # torch's fused Adam kernel: the same update in one pass over memory (a several times faster
     # optimiser step on the CPU), equal to the default kernel up to float rounding.
     fused_adam: bool = False
+    # Learning-rate schedule: "constant" (paper) or "warmup_cosine" (linear warm-up, cosine decay).
+    schedule: str = "constant"
+    # warmup_cosine: share of the run's steps spent warming up linearly to ``lr``.
+    warmup: float = 0.1
+    # What the dense networks read outside the image: "zero" (paper), "reflect" or "replicate".
+    padding: str = "zero"
 
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must lie in [0, 1), got {self.warmup}")
+        check_padding_mode(self.padding)
+
+
+#: Learning-rate schedules of :class:`StudentTrainingConfig` (docs/decisions.md#student-budget).
+SCHEDULES: tuple[str, ...] = ("constant", "warmup_cosine")
 
 # Fields added after checkpoints were first written: an older checkpoint had their defaults.
-_ADDED_FIELDS = {"batched": False, "crop": None, "fused_adam": False}
+_ADDED_FIELDS = {
+    "batched": False,
+    "crop": None,
+    "fused_adam": False,
+    "schedule": "constant",
+    "warmup": 0.1,
+    "padding": "zero",
+}
+
+
+def learning_rate(config: StudentTrainingConfig, step: int, total: int) -> float:
+    """The learning rate of optimiser step ``step`` (1 … ``total``) under ``config.schedule``.
+
+    ``constant``: ``config.lr``. ``warmup_cosine``: lr·k/W for k ≤ W = max(1, round(warmup·K)),
+    then lr·½(1 + cos(π (k − W)/(K − W + 1))); steps past ``total`` keep the last step's rate.
+    """
+    if config.schedule == "constant":
+        return config.lr
+    total = max(1, int(total))
+    k = min(max(1, int(step)), total)
+    warm = max(1, round(config.warmup * total))
+    if k <= warm:
+        return config.lr * k / warm
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * (k - warm) / (total - warm + 1)))
 
 
 def _resolve_distributed(distributed: ddp.DistInfo | None) -> ddp.DistInfo | None:
@@ -143,6 +210,9 @@ class _Ensemble:
     dense: list[DenseNet] | None = None
     cached: torch.Tensor | None = None
     nets: list | None = None
+    # Optimiser steps taken per unit (the schedule's k − 1) and the run's total K per unit.
+    steps_done: list[int] | None = None
+    total_steps: int = 0
 
     @property
     def units(self) -> int:
@@ -182,6 +252,8 @@ class _Ensemble:
             opt.load_state_dict(s)
         for g, s in zip(self.gens, state["generators"]):
             g.set_state(s)
+        per_epoch = self.total_steps // max(1, config.epochs)
+        self.steps_done = [state["epoch"] * per_epoch] * self.units
         return state["history"], state["epoch"]
 
     def cache_targets(self) -> None:
@@ -260,6 +332,11 @@ class _Ensemble:
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         self.opts[u].zero_grad(set_to_none=True)
         loss.backward()
+        self.steps_done[u] += 1
+        if self.config.schedule != "constant":  # constant: the optimiser's rate is never touched
+            lr = learning_rate(self.config, self.steps_done[u], self.total_steps)
+            for group in self.opts[u].param_groups:
+                group["lr"] = lr
         self.opts[u].step()
         return [float(v.detach()) for v in losses]
 
@@ -328,13 +405,29 @@ def _ensemble(
     )
     units = 1 if config.batched else model.m
     gens = [torch.Generator().manual_seed(derive_seed(config.seed, 1000 + i)) for i in range(units)]
+    total = optimizer_steps(len(images), config, info.world_size if info is not None else 1)
+    pad = {"padding_mode": config.padding}
     if config.batched:
         ens = StudentEnsemble.from_students(model.students)
-        dense = [dense_net(ens)] if model.dense else None
-        return _Ensemble(model, images, config, info, [adam(ens.parameters())], gens, ens, dense)
-    opts = [adam(s.parameters()) for s in model.students]
-    dense = [dense_net(s) for s in model.students] if model.dense else None
-    return _Ensemble(model, images, config, info, opts, gens, dense=dense)
+        dense = [dense_net(ens, **pad)] if model.dense else None
+        opts = [adam(ens.parameters())]
+        run = _Ensemble(model, images, config, info, opts, gens, ens, dense)
+    else:
+        opts = [adam(s.parameters()) for s in model.students]
+        dense = [dense_net(s, **pad) for s in model.students] if model.dense else None
+        run = _Ensemble(model, images, config, info, opts, gens, dense=dense)
+    run.steps_done, run.total_steps = [0] * units, total
+    return run
+
+
+def _apply_padding(model: StudentTeacher, images: torch.Tensor, padding: str) -> None:
+    """Switch ``model`` to ``padding`` when it reads another one, and then refit the target
+    statistics on ``images`` so the targets are standardised over the pixels they are regressed on
+    (nothing happens when the model already uses ``padding``)."""
+    if model.padding == padding:
+        return
+    model.padding = padding
+    fit_target_statistics(model, images)
 
 
 def optimizer_steps(n_images: int, config: StudentTrainingConfig, world_size: int = 1) -> int:
@@ -363,8 +456,11 @@ def train_students(
     Students are trained independently: each has its own Adam optimiser and its own data order
     (seeded from ``config.seed`` and its index).
 
-    ``config.batched`` (one grouped-convolution ensemble, one Adam, one shared data order) and
-    ``config.crop`` (random windows of valid output pixels): see :class:`StudentTrainingConfig`.
+    ``config.batched`` (one grouped-convolution ensemble, one Adam, one shared data order),
+    ``config.crop`` (random windows of valid output pixels), ``config.schedule`` and
+    ``config.padding``: see :class:`StudentTrainingConfig`. A ``config.padding`` other than the one
+    ``model`` reads switches the model to it (``model.padding``; it keeps it afterwards, so it is
+    calibrated and scored as trained) and refits the target statistics on ``images`` first.
 
     With ``checkpoint`` the state after every epoch is
     written atomically and a later call resumes from it, giving the same weights as an uninterrupted
@@ -385,6 +481,7 @@ def train_students(
     if len(images) == 0:
         raise ValueError("no training images for the students")
     check_crop(model, tuple(images.shape), config.crop)
+    _apply_padding(model, images, config.padding)
     run = _ensemble(model, images, config, _resolve_distributed(distributed))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     history, start = run.restore(ckpt)
@@ -424,6 +521,8 @@ def train_students_for(
     """Train ``model``'s students like :func:`train_students` (same config, seeds and modes) for a
     wall-clock budget instead of ``config.epochs``: each training unit (a student, or the batched
     ensemble) gets ``seconds / units``, checked after every step. No checkpoint, DDP or dvclive.
+    A ``warmup_cosine`` schedule still spans ``config.epochs`` epochs (later steps keep its last
+    rate).
 
     Returns ``steps`` (per unit, summed), ``epochs`` (passes over the images per unit, fractional;
     a crop sample counts as an image), ``seconds`` spent and ``loss`` (mean over the students of
@@ -432,6 +531,7 @@ def train_students_for(
     if len(images) == 0:
         raise ValueError("no training images for the students")
     check_crop(model, tuple(images.shape), config.crop)
+    _apply_padding(model, images, config.padding)
     run = _ensemble(model, images, config, None)
     run.cache_targets()
     model.train()

@@ -26,7 +26,7 @@ from ust.data.mvtec import (
 )
 from ust.io import read_json
 from ust.paths import resolve
-from ust.report.figures_mvtec import plot_figure1, plot_pro_curves
+from ust.report.figures_mvtec import first_of_each_defect, plot_figure1, plot_pro_curves
 from ust.report.published import MULTISCALE, PAPER_TABLE3
 from ust.report.views import comparison_table, number
 
@@ -52,9 +52,13 @@ THRESHOLD_RULES = {
 }
 
 
-def example_samples(index: CategoryIndex, n: int = 4) -> list[TestSample]:
-    """Up to ``n`` test images: the first anomaly-free one, then the first image of each defect
-    type, then further defective images in order."""
+def example_samples(index: CategoryIndex, n: int | None = None) -> list[TestSample]:
+    """The test images of :func:`anomaly_maps`: the first anomaly-free one and the first image of
+    each defect type (:func:`ust.report.figures_mvtec.first_of_each_defect`,
+    docs/decisions.md#figure-selection); with ``n``, the first ``n`` of those followed by further
+    defective images in order."""
+    if n is None:
+        return first_of_each_defect(index.test)
     good = [s for s in index.test if not s.is_anomalous][:1]
     defective = [s for s in index.test if s.is_anomalous]
     firsts = [next(s for s in defective if s.defect == d) for d in index.defect_types]
@@ -63,11 +67,15 @@ def example_samples(index: CategoryIndex, n: int = 4) -> list[TestSample]:
 
 
 def anomaly_maps(
-    data_root: str | os.PathLike, category: str, out_dir: str | os.PathLike, examples: int = 4
+    data_root: str | os.PathLike,
+    category: str,
+    out_dir: str | os.PathLike,
+    examples: int | None = None,
 ) -> Figure:
     """Rows of (input, ground truth outlined in red, anomaly map ẽ + ṽ) for
-    :func:`example_samples` of the run in ``out_dir``; every map on the same colour scale (min/max
-    over the shown maps, score units), so that a dark map means a low score."""
+    :func:`example_samples` of the run in ``out_dir`` (by default the first good image and the
+    first image of every defect type); every map on the same colour scale (min/max over the shown
+    maps, score units), so that a dark map means a low score."""
     index = validate_category(resolve(data_root), category)
     samples = example_samples(index, examples)
     maps_dir = resolve(out_dir) / "maps" / category / "test"
