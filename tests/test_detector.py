@@ -294,6 +294,18 @@ def test_dense_graph_equals_the_dense_network(p):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_export_refuses_a_scale_with_border_padding_it_does_not_implement():
+    from ust.detector.export import scale_graph
+    from ust.method.students import StudentTeacher, make_students
+
+    torch.manual_seed(0)
+    teacher = patch_net(17, d=8).eval()
+    model = StudentTeacher(teacher, make_students(teacher, 2))
+    model.padding = "reflect"
+    with pytest.raises(ValueError, match="p = 17 scale reads 'reflect' padding.*zero padding only"):
+        scale_graph(model, SIZE)
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_exported_graph_computes_the_predicted_maps(detector_file, tmp_path, fmt):
     detector = Detector.load(detector_file)

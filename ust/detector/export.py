@@ -188,6 +188,12 @@ def scale_graph(model, size: int) -> nn.Module:
     normalised images (B, 3, S, S) → its normalised map (B, S, S)."""
     if isinstance(model, GCAD):
         return _GCADScaleGraph(model, size)
+    if model.padding != "zero":
+        raise ValueError(
+            f"the p = {model.p} scale reads {model.padding!r} padding at the image border; the "
+            "exported graph implements zero padding only (fit the detector with the default "
+            "training padding, docs/decisions.md#border-padding)"
+        )
     return _ScaleGraph(model, model.score_stats, size)
 
 
