@@ -5,8 +5,10 @@ normal class of ``--classes`` it builds a *tuning task* from the official *train
 ``--dataset`` (Fashion-MNIST by default, from the Debian package as ``profiles/offline_full.yaml``
 loads it):
 
-* normal class c: ``--holdout`` of its training images (seeded) are the tuning normals; the rest is
-  split 90 / 10 into the students' training and validation images, as the pipeline splits them;
+* normal class c: ``--holdout`` of its training images (seeded) are the tuning normals; of the rest,
+  ``--max-train`` (default: the profile's ``oneclass_dataset.<data set>.max_train``, 2,000 for
+  Fashion-MNIST in ``offline_full``) are split 90 / 10 into the students' training and validation
+  images, as the pipeline splits them;
 * anomalies: ``--per-class`` training images of each of the nine other classes (seeded).
 
 Five students (p = 33, batch 64, Adam 1e-4, weight decay 1e-5: ``oneclass_train`` of the profile)
@@ -21,7 +23,7 @@ the tuning task is scored (ẽ + ṽ, ROC-AUC). One JSON line per (class, budget
 The committed ``benchmarks/results/oneclass_budget.jsonl`` (docs/decisions.md#student-budget):
 
     python benchmarks/oneclass_budget.py --teacher /tmp/sb/work/teacher_p33_it200.pt \\
-        --classes 0 4 --epochs 1 3 6 10
+        --classes 0 4 --epochs 1 3 10 30
 """
 
 from __future__ import annotations
@@ -63,12 +65,15 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x
 
 
-def tuning_task(images, labels, normal: int, holdout: int, per_class: int, seed: int) -> dict:
+def tuning_task(
+    images, labels, normal: int, holdout: int, per_class: int, seed: int, max_train: int | None
+) -> dict:
     """Training, validation and tuning images of normal class ``normal``, all from the training split."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     pool = rng.permutation(np.flatnonzero(labels == normal))
     tune_normal, rest = pool[:holdout], pool[holdout:]
+    rest = rest if max_train is None else rest[:max_train]
     n_val = int(round(0.1 * len(rest)))
     val, train = rest[:n_val], rest[n_val:]
     anomalies = np.concatenate(
@@ -92,6 +97,8 @@ def main() -> None:
     start(args.threads)
     profile = yaml.safe_load(args.profile.read_text())
     section = profile["oneclass_train"]
+    if args.max_train is None:
+        args.max_train = profile["oneclass_dataset"][args.dataset].get("max_train")
     if args.dataset != "fashion_mnist":
         raise SystemExit("only fashion_mnist (the Debian package's official training split)")
     prepare_fashion_mnist_from_system(args.root)
@@ -110,7 +117,9 @@ def main() -> None:
             section,
             training,
             teacher,
-            tuning_task(images, labels, normal, args.holdout, args.per_class, args.seed),
+            tuning_task(
+                images, labels, normal, args.holdout, args.per_class, args.seed, args.max_train
+            ),
             normal,
         )
 
@@ -172,7 +181,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=ROOT / "profiles" / "offline_full.yaml")
     parser.add_argument("--teacher", type=Path, required=True, help="a p = 33 teacher.pt")
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 4])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 6, 10])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 3, 10, 30])
+    parser.add_argument(
+        "--max-train",
+        type=int,
+        help="cap on the training + validation images (default: the profile's oneclass_dataset "
+        "max_train for the data set)",
+    )
     parser.add_argument("--holdout", type=int, default=500, help="tuning normals per class")
     parser.add_argument("--per-class", type=int, default=100, help="tuning anomalies per class")
     parser.add_argument("--threads", type=int, default=1)

@@ -14,7 +14,11 @@ import pytest
 
 from ust.data.mvtec import anomaly_map_path, save_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
-from ust.report.figures_mvtec import draw_category_panels, first_of_each_defect
+from ust.report.figures_mvtec import (
+    draw_category_panels,
+    first_of_each_defect,
+    plot_defect_grid,
+)
 from ust.report.views import mvtec as mvtec_view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +97,48 @@ def test_category_panels_show_good_and_every_defect_type_on_one_scale(category_r
     assert {m.get_clim() for m in maps} == {(min(values), max(values))}  # one scale for all
     assert (tmp_path / "figure1.png").stat().st_size > 0
     assert (tmp_path / "figure5_scales.png").stat().st_size > 0
+
+
+def test_defect_grid_one_block_per_category_one_scale_each(tmp_path):
+    """The README's Figure 1 / 5 layout: per category an input row (ground truth outlined) and one
+    row per map kind; every map of a category on that category's colour scale."""
+    rng = np.random.default_rng(0)
+
+    def block(name, k, offset):
+        masks = [np.zeros((8, 8)) for _ in range(k)]
+        for m in masks[1:]:
+            m[2:5, 2:5] = 1
+        return {
+            "name": name,
+            "titles": ["good/000"] + [f"d{j}/000" for j in range(1, k)],
+            "images": [rng.random((8, 8, 3)) for _ in range(k)],
+            "masks": masks,
+            "maps": {
+                "p = 17": [np.full((4, 4), offset + j) for j in range(k)],
+                "multiscale": [np.full((4, 4), offset + 10 + j) for j in range(k)],
+            },
+        }
+
+    fig = plot_defect_grid([block("brick", 3, 0.0), block("rust", 2, 100.0)], tmp_path / "f.png")
+    axes = np.array(fig.axes).reshape(6, 3)  # (1 + 2 map rows) × 2 categories, 3 columns
+    assert [axes[r, 0].get_ylabel() for r in range(6)] == [
+        "brick\ninput",
+        "p = 17",
+        "multiscale",
+        "rust\ninput",
+        "p = 17",
+        "multiscale",
+    ]
+    assert [axes[0, j].get_title() for j in range(3)] == ["good/000", "d1/000", "d2/000"]
+    assert not axes[0, 0].collections and axes[0, 1].collections  # outlines on defects only
+    assert {axes[r, j].images[0].get_clim() for r in (1, 2) for j in range(3)} == {(0.0, 12.0)}
+    assert {axes[r, j].images[0].get_clim() for r in (4, 5) for j in range(2)} == {(100.0, 111.0)}
+    assert not axes[3, 2].axison  # rust has one image fewer: its third panel is hidden
+    assert (tmp_path / "f.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="category brick: every row needs 3 panels"):
+        bad = block("brick", 3, 0.0)
+        bad["maps"]["p = 17"].pop()
+        plot_defect_grid([bad], None)
 
 
 def test_single_scale_view_uses_the_rule(category_runs):

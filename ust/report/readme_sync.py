@@ -458,35 +458,42 @@ def mvtec_figures(
     out: str | os.PathLike = "figures",
     multiscale_dir: str | os.PathLike = "results/mvtec_multiscale",
 ) -> None:
-    """Figure 1 (one anomalous example per category: input, ground truth, multiscale map) and
-    Figure 5 (the same examples for every scale of ``mvtec.patch_sizes`` and multiscale) across
-    categories."""
+    """Figure 1 (inputs with the ground truth, multiscale maps) and Figure 5 (inputs, the map of
+    every scale of ``mvtec.patch_sizes`` and multiscale) across categories, each category with
+    the first good test image and the first test image of every defect type
+    (:func:`ust.report.figures_mvtec.first_of_each_defect`, docs/decisions.md#figure-selection) on
+    one colour scale per category."""
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
     from ust.experiments.outputs import single_scale_run_dir
-    from ust.report.figures_mvtec import plot_figure1, plot_receptive_fields
+    from ust.report.figures_mvtec import first_of_each_defect, plot_defect_grid
     from ust.report.tables_mvtec import multiscale_run, mvtec_data_root, patch_sizes
 
     params = load_params()
     root = mvtec_data_root()
     scales = patch_sizes(params["mvtec"]["patch_sizes"])
-    images, masks, titles = [], [], []
-    maps: dict = {p: [] for p in scales} | {"multiscale": []}
+    fig1, fig5 = [], []
     for cat in params["mvtec"]["categories"]:
-        sample = next(s for s in validate_category(root, cat).test if s.is_anomalous)
-        images.append(load_image(sample.path).permute(1, 2, 0).numpy())
-        masks.append(load_mask(sample.mask_path, sample.size).numpy())
-        titles.append(f"{cat} {sample.image_id}")
-        runs = {p: single_scale_run_dir(results_dir, cat, p) for p in scales}
+        samples = first_of_each_defect(validate_category(root, cat).test)
+        runs = {f"p = {p}": single_scale_run_dir(results_dir, cat, p) for p in scales}
         runs["multiscale"] = multiscale_run(multiscale_dir, cat)
-        for key, folder in runs.items():
-            maps[key].append(
-                load_anomaly_map(folder / "maps" / cat / "test" / f"{sample.image_id}.tiff")
-            )
+        maps = {
+            label: [
+                load_anomaly_map(folder / "maps" / cat / "test" / f"{s.image_id}.tiff")
+                for s in samples
+            ]
+            for label, folder in runs.items()
+        }
+        block = {
+            "name": cat,
+            "titles": [s.image_id for s in samples],
+            "images": [load_image(s.path).permute(1, 2, 0).numpy() for s in samples],
+            "masks": [load_mask(s.mask_path, s.size).numpy() for s in samples],
+        }
+        fig1.append(block | {"maps": {"multiscale": maps["multiscale"]}})
+        fig5.append(block | {"maps": maps})
     out = resolve(out)
-    plot_figure1(images, masks, maps["multiscale"], out / "figure1_mvtec.png", titles=titles)
-    plot_receptive_fields(
-        images, maps, out / "figure5_receptive_fields.png", masks=masks, titles=titles
-    )
+    plot_defect_grid(fig1, out / "figure1_mvtec.png")
+    plot_defect_grid(fig5, out / "figure5_receptive_fields.png", panel=1.2)
 
 
 def write_summary_figures(
