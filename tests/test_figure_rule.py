@@ -14,11 +14,8 @@ import pytest
 
 from ust.data.mvtec import anomaly_map_path, save_anomaly_map, validate_category
 from ust.data.synthetic import make_synthetic_mvtec
-from ust.report.figures_mvtec import (
-    draw_category_panels,
-    first_of_each_defect,
-    plot_defect_grid,
-)
+from ust.report.figures_mvtec import draw_category_panels, first_of_each_defect
+from ust.report.figures_summary import plot_defect_grid
 from ust.report.views import mvtec as mvtec_view
 
 ROOT = Path(__file__).resolve().parents[1]

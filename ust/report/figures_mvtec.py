@@ -42,7 +42,6 @@ from ust.paths import resolve  # noqa: E402
 __all__ = [
     "draw_category_panels",
     "first_of_each_defect",
-    "plot_defect_grid",
     "plot_figure1",
     "plot_pro_curves",
     "plot_receptive_fields",
@@ -256,65 +255,6 @@ def plot_pro_curves(
     ax.set_ylabel("per-region overlap")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_defect_grid(
-    blocks: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike | None,
-    *,
-    panel: float = 1.45,
-) -> Figure:
-    """Categories below each other, test images side by side: per category one row of inputs with
-    the ground truth outlined in red, then one row per map kind (e.g. ``multiscale`` for Figure 1,
-    every scale and multiscale for Figure 5), all maps of a category on one colour scale (min/max
-    over its maps, one colour bar at the row ends).
-
-    ``blocks``: one mapping per category with ``name``, ``titles`` (K column labels, e.g.
-    ``good/000``, ``blur/000``), ``images`` and ``masks`` (K each, see the module doc) and
-    ``maps`` = ``{row label: K maps}``. Categories may have different K; unused panels are
-    hidden. Returns the figure (and writes ``path`` when given)."""
-    if not blocks:
-        raise ValueError("need at least one category block")
-    cols = max(len(b["images"]) for b in blocks)
-    rows = sum(1 + len(b["maps"]) for b in blocks)
-    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 0.8, panel * rows), squeeze=False)
-    r = 0
-    for block in blocks:
-        k = len(block["images"])
-        if not (len(block["masks"]) == len(block["titles"]) == k) or any(
-            len(m) != k for m in block["maps"].values()
-        ):
-            raise ValueError(f"category {block['name']}: every row needs {k} panels")
-        shapes = []
-        for j in range(cols):
-            ax = axes[r, j]
-            if j >= k:
-                ax.set_axis_off()
-                continue
-            img = _hwc(block["images"][j])
-            shapes.append(img.shape[:2])
-            _show_image(ax, img)
-            _outline(ax, block["masks"][j], img.shape[:2])
-            ax.set_title(str(block["titles"][j]), fontsize=8)
-        axes[r, 0].set_ylabel(f"{block['name']}\ninput", fontsize=9)
-        every = [_array(m) for maps in block["maps"].values() for m in maps]
-        lo = min(float(m.min()) for m in every)
-        hi = max(float(m.max()) for m in every)
-        for label, maps in block["maps"].items():
-            r += 1
-            for j in range(cols):
-                ax = axes[r, j]
-                if j >= k:
-                    ax.set_axis_off()
-                    continue
-                im = _show_map(ax, maps[j], shapes[j], vmin=lo, vmax=hi)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            axes[r, 0].set_ylabel(str(label), fontsize=9)
-            fig.colorbar(im, cax=axes[r, k - 1].inset_axes((1.04, 0.0, 0.06, 1.0)))
-        r += 1
     fig.tight_layout()
     return _save(fig, path)
 

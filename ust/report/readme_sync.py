@@ -465,7 +465,8 @@ def mvtec_figures(
     one colour scale per category."""
     from ust.data.mvtec import load_anomaly_map, load_image, load_mask, validate_category
     from ust.experiments.outputs import single_scale_run_dir
-    from ust.report.figures_mvtec import first_of_each_defect, plot_defect_grid
+    from ust.report.figures_mvtec import first_of_each_defect
+    from ust.report.figures_summary import plot_defect_grid
     from ust.report.tables_mvtec import multiscale_run, mvtec_data_root, patch_sizes
 
     params = load_params()
