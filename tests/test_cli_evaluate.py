@@ -176,3 +176,44 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--maps", "--model", "--data-root", "--category", "--out", "--batch-size"):
         assert option in text
+
+
+def test_a_false_alarm_rate_above_the_calibrations_promise_is_explained():
+    """7 of 10 good images rejected where 2 validation images promise ≤ 1/3: P(X ≥ 7) for
+    X ~ Binomial(10, 1/3) is 0.0197, so the line says why; 1 of 10 is no surprise."""
+    from math import comb
+
+    from ust.cli.evaluate import summary
+    from ust.detector.evaluation import false_alarm_p_value
+
+    exact = sum(comb(10, k) * (1 / 3) ** k * (2 / 3) ** (10 - k) for k in range(7, 11))
+    assert false_alarm_p_value(7, 10, 1 / 3) == pytest.approx(exact, rel=1e-9)
+    assert false_alarm_p_value(0, 0, 0.1) is None
+
+    def result(rejected):
+        return {
+            "category": "brick",
+            "au_pro": 0.7,
+            "pixel_auroc": 0.8,
+            "image_auroc": 0.9,
+            "decisions": {
+                "image_threshold": 5.0,
+                "good_rejected": rejected,
+                "good_images": 10,
+                "observed_false_alarm_rate": rejected / 10,
+                "target_false_alarm_rate": 0.01,
+                "promised_false_alarm_rate": 1 / 3,
+                "calibration_images": 2,
+                "false_alarm_p_value": false_alarm_p_value(rejected, 10, 1 / 3),
+                "defective_accepted": 1,
+                "defective_images": 15,
+            },
+        }
+
+    assert summary(result(7)).endswith(
+        "7 of 10 good image(s) rejected (false-alarm rate 0.700, target 0.010), 1 of 15 defective "
+        "image(s) accepted; more than the ≤ 0.333 that 2 validation image(s) promise (binomial "
+        "p = 0.02): these good images score higher than the validation images did; calibrate on "
+        "good images like them (--val-images)"
+    )
+    assert summary(result(1)).endswith("1 of 15 defective image(s) accepted")

@@ -71,6 +71,14 @@ def summary(result: dict) -> str:
             f"{d['observed_false_alarm_rate']:.3f}, target {d['target_false_alarm_rate']:.3f}), "
             f"{d['defective_accepted']} of {d['defective_images']} defective image(s) accepted"
         )
+        p = d.get("false_alarm_p_value")
+        if p is not None and p < 0.05:
+            text += (
+                f"; more than the ≤ {d['promised_false_alarm_rate']:.3f} that "
+                f"{d['calibration_images']} validation image(s) promise (binomial p = {p:.2g}): "
+                "these good images score higher than the validation images did; calibrate on "
+                "good images like them (--val-images)"
+            )
     return f"{result['category']}: {text}"
 
 

@@ -47,8 +47,9 @@ class DetectorMethod:
 def decisions(detector: Any, method: DetectorMethod, test: Sequence[Any]) -> dict:
     """The detector's decisions on the test images at its stored thresholds: confusion counts at
     the image threshold (an image is rejected when its score exceeds it), the observed
-    false-alarm rate on the good images beside the configured target, and the share of the good
-    images' pixels above the pixel threshold."""
+    false-alarm rate on the good images beside the configured target and beside what the
+    calibration promised (with :func:`false_alarm_p_value`), and the share of the good images'
+    pixels above the pixel threshold."""
     good = [s for s in test if not s.is_anomalous]
     defective = [s for s in test if s.is_anomalous]
     rejected = sum(method.anomalous[s.key] for s in good)
@@ -57,9 +58,15 @@ def decisions(detector: Any, method: DetectorMethod, test: Sequence[Any]) -> dic
         by_defect[s.defect] = by_defect.get(s.defect, 0) + (not method.anomalous[s.key])
     above = sum(method.pixels_above[s.key][0] for s in good)
     pixels = sum(method.pixels_above[s.key][1] for s in good)
+    calibration = detector.image_calibration
     return {
         "image_threshold": float(detector.image_threshold),
         "target_false_alarm_rate": float(detector.false_alarm_rate),
+        "promised_false_alarm_rate": float(calibration.supported_rate),
+        "calibration_images": int(calibration.n_images),
+        "false_alarm_p_value": false_alarm_p_value(
+            int(rejected), len(good), calibration.supported_rate
+        ),
         "threshold_rule": detector.threshold_rule,
         "pixel_threshold": float(detector.threshold),
         "good_images": len(good),
@@ -70,6 +77,19 @@ def decisions(detector: Any, method: DetectorMethod, test: Sequence[Any]) -> dic
         "observed_false_alarm_rate": rejected / len(good) if good else None,
         "good_pixels_above_threshold": above / pixels if pixels else None,
     }
+
+
+def false_alarm_p_value(rejected: int, good: int, promised: float) -> float | None:
+    """How surprising ``rejected`` of ``good`` test images rejected are if the image threshold
+    kept its promise (P(a good image rejected) ≤ ``promised``): the one-sided binomial p-value
+    P(X ≥ rejected), X ~ Binomial(good, promised) (:func:`scipy.stats.binomtest`). Small values
+    (< 0.05) say the good test images score higher than the good validation images did, so the
+    validation images do not represent them; ``None`` without good test images."""
+    if good == 0:
+        return None
+    from scipy.stats import binomtest
+
+    return float(binomtest(rejected, good, min(1.0, promised), alternative="greater").pvalue)
 
 
 def load_index(data_root: Path, category: str):
